@@ -1,0 +1,84 @@
+/* optim.c: the fused optimizer step described in optim.h. */
+#include "optim.h"
+
+#include <math.h>
+#include <stddef.h>
+
+/* One contiguous span of a row: penalties, optimizer update, L1 prox. `a` (anchor) and `c`
+ * (pull coefficients) may be NULL; the compiler unswitches the loop on those invariants. */
+static void step_span(const den_opt *o, float wd, float pull, float l1thr, float *w,
+                      const float *g, float *m, float *v, const float *mask, const float *a,
+                      const float *c, int n) {
+    const float lr = o->lr;
+    if (o->kind == DEN_OPT_ADAM) {
+        const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+        const float step = lr / o->bc1, inv_bc2 = 1.0f / o->bc2;
+        for (int i = 0; i < n; i++) {
+            float gi = g[i] + wd * w[i];
+            if (a) gi += pull * (c ? c[i] : 1.0f) * (w[i] - a[i]);
+            if (mask) gi *= mask[i];
+            float mi = b1 * m[i] + (1.0f - b1) * gi;
+            float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            w[i] -= step * mi / (sqrtf(vi * inv_bc2) + eps);
+        }
+    } else {
+        const float mom = o->momentum;
+        for (int i = 0; i < n; i++) {
+            float gi = g[i] + wd * w[i];
+            if (a) gi += pull * (c ? c[i] : 1.0f) * (w[i] - a[i]);
+            if (mask) gi *= mask[i];
+            if (mom > 0.0f) {
+                gi = mom * m[i] + gi;
+                m[i] = gi;
+            }
+            w[i] -= lr * gi;
+        }
+    }
+    if (l1thr > 0.0f) {
+        for (int i = 0; i < n; i++) {
+            float x = w[i];
+            w[i] = x > l1thr ? x - l1thr : (x < -l1thr ? x + l1thr : 0.0f);
+        }
+    }
+}
+
+void den_optim_step(const den_opt *opt, const den_reg *reg, const den_block *blk) {
+    const float l1thr = opt->lr * reg->l1;
+    const float gthr = opt->lr * reg->group;
+    for (int r = 0; r < blk->rows; r++) {
+        if (blk->row_on && !blk->row_on[r]) continue;
+        ptrdiff_t off = (ptrdiff_t)r * blk->ld;
+        float *w = blk->w + off;
+        const float *g = blk->gw + off;
+        float *m = blk->mw + off;
+        float *v = blk->vw ? blk->vw + off : NULL;
+        const float *mask = blk->mask ? blk->mask + off : NULL;
+        int anchored = (blk->aw && r < blk->arows) ? blk->acols : 0;
+        if (anchored > blk->cols) anchored = blk->cols;
+        if (anchored > 0)
+            step_span(opt, reg->wd, reg->pull, l1thr, w, g, m, v, mask, blk->aw + off,
+                      blk->cw ? blk->cw + off : NULL, anchored);
+        if (anchored < blk->cols)
+            step_span(opt, reg->wd, reg->pull, l1thr, w + anchored, g + anchored, m + anchored,
+                      v ? v + anchored : NULL, mask ? mask + anchored : NULL, NULL, NULL,
+                      blk->cols - anchored);
+        /* Bias: no L1, no weight decay; pulled like its row's weights. */
+        if (blk->b) {
+            const float *ab = (blk->ab && r < blk->arows) ? blk->ab + r : NULL;
+            const float *cb = (ab && blk->cb) ? blk->cb + r : NULL;
+            step_span(opt, 0.0f, reg->pull, 0.0f, blk->b + r, blk->gb + r, blk->mb + r,
+                      blk->vb ? blk->vb + r : NULL, NULL, ab, cb, 1);
+        }
+        if (gthr > 0.0f) {
+            double sq = 0.0;
+            for (int i = 0; i < blk->cols; i++) sq += (double)w[i] * w[i];
+            if (blk->b) sq += (double)blk->b[r] * blk->b[r];
+            double norm = sqrt(sq);
+            float f = norm > gthr ? (float)(1.0 - gthr / norm) : 0.0f;
+            for (int i = 0; i < blk->cols; i++) w[i] *= f;
+            if (blk->b) blk->b[r] *= f;
+        }
+    }
+}

@@ -1,0 +1,433 @@
+/* train.c: forward/backward passes, the training loop, inference and Fisher information on a
+ * compact den_model (model.h). All buffers are allocated once per call; nothing is allocated
+ * per minibatch. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dense.h"
+#include "loss.h"
+#include "model.h"
+#include "rng.h"
+
+/* ---- workspace ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int B;            /* rows it holds */
+    float *x;         /* (B, n_input) the batch's inputs */
+    float **act;      /* [n_layers] (B, n_out) ReLU outputs */
+    float *d0, *d1;   /* (B, dmax) gradients flowing down, ping-pong */
+    float *logits;    /* (B, kmax) */
+    float *prob;      /* (B, kmax) */
+    float *dlogits;   /* (B, kmax) */
+    float *ysig;      /* (B, kmax) sigmoid targets of the batch */
+    int32_t *ycls;    /* (B) softmax targets of the batch */
+    float **sq;       /* Fisher only: [n_layers + 1] squared inputs of each layer and the head */
+    float *dsq;       /* Fisher only: (B, max(dmax, kmax)) */
+    int64_t *rows;    /* (B) sample indices of the batch */
+    void *mem;
+    void *ptrs;
+} work;
+
+static void work_free(work *w) {
+    free(w->mem);
+    free(w->ptrs);
+    memset(w, 0, sizeof *w);
+}
+
+/* Allocate a workspace for batches of B rows; fisher adds the squared-activation buffers. */
+static den_status work_new(work *w, const den_model *m, int B, int fisher) {
+    memset(w, 0, sizeof *w);
+    int NL = m->n_layers, kmax = 1, dmax = 1;
+    for (int l = 0; l < NL; l++) dmax = m->layers[l].n_out > dmax ? m->layers[l].n_out : dmax;
+    for (int h = 0; h < m->n_heads; h++) kmax = m->heads[h].n_out > kmax ? m->heads[h].n_out : kmax;
+    int64_t floats = (int64_t)B * m->n_input + 2 * (int64_t)B * dmax + 4 * (int64_t)B * kmax;
+    for (int l = 0; l < NL; l++) floats += (int64_t)B * m->layers[l].n_out;
+    if (fisher) {
+        floats += (int64_t)B * m->n_input + (int64_t)B * (dmax > kmax ? dmax : kmax);
+        for (int l = 0; l < NL; l++) floats += (int64_t)B * m->layers[l].n_out;
+    }
+    w->mem = malloc((size_t)floats * sizeof(float) + (size_t)B * (sizeof(int32_t) + sizeof(int64_t)) + 16);
+    w->ptrs = calloc((size_t)(2 * NL + 2), sizeof(float *));
+    if (!w->mem || !w->ptrs) {
+        work_free(w);
+        return DEN_ENOMEM;
+    }
+    w->B = B;
+    w->act = (float **)w->ptrs;
+    w->sq = (float **)w->ptrs + NL;
+    /* int64 first: keeps it 8-byte aligned */
+    w->rows = (int64_t *)w->mem;
+    float *p = (float *)(w->rows + B);
+    w->x = p; p += (int64_t)B * m->n_input;
+    for (int l = 0; l < NL; l++) { w->act[l] = p; p += (int64_t)B * m->layers[l].n_out; }
+    w->d0 = p; p += (int64_t)B * dmax;
+    w->d1 = p; p += (int64_t)B * dmax;
+    w->logits = p; p += (int64_t)B * kmax;
+    w->prob = p; p += (int64_t)B * kmax;
+    w->dlogits = p; p += (int64_t)B * kmax;
+    w->ysig = p; p += (int64_t)B * kmax;
+    if (fisher) {
+        w->sq[0] = p; p += (int64_t)B * m->n_input;
+        for (int l = 0; l < NL; l++) { w->sq[l + 1] = p; p += (int64_t)B * m->layers[l].n_out; }
+        w->dsq = p; p += (int64_t)B * (dmax > kmax ? dmax : kmax);
+    }
+    w->ycls = (int32_t *)p;
+    return DEN_OK;
+}
+
+/* ---- shapes ------------------------------------------------------------------------------- */
+
+/* Units of hidden layer l that head h reads (h < 0: every gathered unit). */
+static inline int width(const den_model *m, int h, int l) {
+    return h < 0 ? m->layers[l].n_out : m->widths[h * m->n_layers + l];
+}
+/* Input units feeding layer l (l == n_layers: the head). */
+static inline int units_into(const den_model *m, int h, int l) {
+    return l == 0 ? m->n_input : width(m, h, l - 1);
+}
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+/* Copy the batch's rows (and targets) into the workspace; input columns are gathered through
+ * the first layer's source map unless the model reads every feature. */
+static void load_batch(const den_model *m, work *w, const den_data *d, int B) {
+    const int32_t *map = (m->n_layers > 0 && m->n_input != d->n_features) ? m->layers[0].src_in : NULL;
+    int nin = m->n_input;
+    for (int i = 0; i < B; i++) {
+        const float *src = d->X + w->rows[i] * (int64_t)d->n_features;
+        float *dst = w->x + (int64_t)i * nin;
+        if (map)
+            for (int j = 0; j < nin; j++) dst[j] = src[map[j]];
+        else
+            memcpy(dst, src, (size_t)nin * sizeof(float));
+    }
+    if (d->head < 0) return;
+    int k = m->heads[d->head].n_out;
+    if (d->ysig)
+        for (int i = 0; i < B; i++) memcpy(w->ysig + (int64_t)i * k, d->ysig + w->rows[i] * k, (size_t)k * sizeof(float));
+    if (d->ycls)
+        for (int i = 0; i < B; i++) w->ycls[i] = d->ycls[w->rows[i]];
+}
+
+static void forward(const den_model *m, work *w, int B, int h, int with_head) {
+    const float *in = w->x;
+    for (int l = 0; l < m->n_layers; l++) {
+        const den_model_layer *L = &m->layers[l];
+        den_dense_forward(w->act[l], in, L->W, L->b, B, units_into(m, h, l) * L->span, width(m, h, l), L->cols, 1);
+        in = w->act[l];
+    }
+    if (with_head) {
+        const den_model_layer *H = &m->heads[h];
+        den_dense_forward(w->logits, in, H->W, H->b, B, units_into(m, h, m->n_layers) * H->span, H->n_out, H->cols, 0);
+    }
+}
+
+/* Summed loss of the batch; with grad, dlogits = d(mean loss)/d(logits). */
+static double head_loss(const den_model *m, work *w, int B, int h, int grad) {
+    const den_model_layer *H = &m->heads[h];
+    float scale = 1.0f / (float)B;
+    if (H->kind == DEN_HEAD_SOFTMAX)
+        return den_softmax_ce(grad ? w->dlogits : NULL, w->prob, w->logits, w->ycls, B, H->n_out, scale);
+    return den_sigmoid_bce(grad ? w->dlogits : NULL, w->prob, w->logits, w->ysig, B, H->n_out, scale);
+}
+
+static int lowest_trainable(const den_model *m) {
+    for (int l = 0; l < m->n_layers; l++)
+        if (m->layers[l].n_on > 0) return l;
+    return m->n_layers;
+}
+
+static void backward(const den_model *m, work *w, int B, int h, int lowest) {
+    const den_model_layer *H = &m->heads[h];
+    int NL = m->n_layers;
+    const float *top = NL > 0 ? w->act[NL - 1] : w->x;
+    float *d = w->d0, *dn = w->d1;
+    den_dense_backward(lowest < NL ? d : NULL, H->n_on ? H->gW : NULL, H->n_on ? H->gb : NULL, w->dlogits, top,
+                       H->W, B, units_into(m, h, NL) * H->span, H->n_out, H->cols);
+    for (int l = NL - 1; l >= lowest; l--) {
+        const den_model_layer *L = &m->layers[l];
+        int wl = width(m, h, l);
+        den_relu_backward(d, w->act[l], (int64_t)B * wl);
+        const float *in = l > 0 ? w->act[l - 1] : w->x;
+        den_dense_backward(l > lowest ? dn : NULL, L->n_on ? L->gW : NULL, L->n_on ? L->gb : NULL, d, in, L->W, B,
+                           units_into(m, h, l) * L->span, wl, L->cols);
+        float *t = d; d = dn; dn = t;
+    }
+}
+
+static void update(den_model_layer *L, int rows, int cols, const den_opt *base, float lr) {
+    L->steps++;
+    den_opt o = *base;
+    o.lr = lr;
+    o.bc1 = (float)(1.0 - pow(base->beta1, (double)L->steps));
+    o.bc2 = (float)(1.0 - pow(base->beta2, (double)L->steps));
+    den_block blk = {
+        .w = L->W, .b = L->b, .gw = L->gW, .gb = L->gb,
+        .mw = L->mW, .vw = L->vW, .mb = L->mb, .vb = L->vb,
+        .mask = L->mask, .row_on = L->row_on,
+        .aw = L->aW, .ab = L->ab, .cw = L->cW, .cb = L->cb, .arows = L->arows, .acols = L->acols,
+        .rows = rows, .cols = cols, .ld = L->cols,
+    };
+    den_optim_step(&o, &L->reg, &blk);
+}
+
+static void step(den_model *m, int h, const den_opt *opt, float lr) {
+    for (int l = 0; l < m->n_layers; l++) {
+        den_model_layer *L = &m->layers[l];
+        if (L->n_on) update(L, width(m, h, l), units_into(m, h, l) * L->span, opt, lr);
+    }
+    den_model_layer *H = &m->heads[h];
+    if (H->n_on) update(H, H->n_out, units_into(m, h, m->n_layers) * H->span, opt, lr);
+}
+
+/* ---- checks --------------------------------------------------------------------------------- */
+
+static den_status check_data(const den_model *m, const den_data *d) {
+    if (d->head < 0 || d->head >= m->n_heads || !d->X || d->n < 1) return DEN_EINVAL;
+    if (m->n_layers == 0 ? d->n_features != m->n_input : d->n_features < m->n_input) return DEN_EINVAL;
+    if (m->n_layers > 0 && m->n_input < d->n_features && m->layers[0].src_in[m->n_input - 1] >= d->n_features)
+        return DEN_EINVAL;
+    const den_model_layer *H = &m->heads[d->head];
+    if (H->kind == DEN_HEAD_SOFTMAX ? !d->ycls : !d->ysig) return DEN_EINVAL;
+    if (d->ycls)
+        for (int64_t i = 0; i < d->n; i++)
+            if (d->ycls[i] < 0 || d->ycls[i] >= H->n_out) return DEN_EINVAL;
+    return DEN_OK;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- training ------------------------------------------------------------------------------- */
+
+den_status den_model_train(den_model *m, const den_data *data, int n_data, const den_train_cfg *cfg,
+                           double *loss_out) {
+    if (!m->training || n_data < 1 || cfg->epochs < 0 || cfg->batch_size < 1 || !(cfg->opt.lr >= 0.0f))
+        return DEN_EINVAL;
+    for (int i = 0; i < n_data; i++) DEN_TRY(check_data(m, &data[i]));
+    *loss_out = NAN;
+    int64_t total = 0, steps = 0, longest = 0;
+    for (int i = 0; i < n_data; i++) {
+        total += data[i].n;
+        steps += (data[i].n + cfg->batch_size - 1) / cfg->batch_size;
+        longest = data[i].n > longest ? data[i].n : longest;
+    }
+    int B = cfg->batch_size < longest ? cfg->batch_size : (int)longest;
+    work w;
+    DEN_TRY(work_new(&w, m, B, 0));
+    int64_t **order = calloc((size_t)n_data, sizeof *order);
+    int64_t *pos = calloc((size_t)n_data, sizeof *pos);
+    den_status st = (order && pos) ? DEN_OK : DEN_ENOMEM;
+    for (int i = 0; i < n_data && st == DEN_OK; i++) {
+        order[i] = malloc((size_t)data[i].n * sizeof(int64_t));
+        if (!order[i]) st = DEN_ENOMEM;
+        else
+            for (int64_t j = 0; j < data[i].n; j++) order[i][j] = j;
+    }
+    den_rng rng;
+    den_rng_seed(&rng, cfg->seed);
+    int lowest = lowest_trainable(m);
+    den_progress prog = {0, cfg->epochs, 0, steps, NAN};
+    double last_poll = now_seconds();
+    for (int e = 0; e < cfg->epochs && st == DEN_OK; e++) {
+        float lr = (float)(cfg->opt.lr * pow(cfg->lr_decay, (double)e));
+        for (int i = 0; i < n_data; i++) {
+            den_rng_shuffle(&rng, order[i], data[i].n);
+            pos[i] = 0;
+        }
+        double sum = 0.0;
+        int64_t s = 0;
+        while (s < steps && st == DEN_OK) {
+            for (int i = 0; i < n_data && st == DEN_OK; i++) {
+                const den_data *d = &data[i];
+                if (pos[i] >= d->n) continue;
+                int b = (int)(d->n - pos[i] < B ? d->n - pos[i] : B);
+                memcpy(w.rows, order[i] + pos[i], (size_t)b * sizeof(int64_t));
+                load_batch(m, &w, d, b);
+                forward(m, &w, b, d->head, 1);
+                double bl = head_loss(m, &w, b, d->head, 1);
+                if (!isfinite(bl)) {
+                    st = DEN_ENONFINITE;
+                    break;
+                }
+                sum += bl;
+                backward(m, &w, b, d->head, lowest);
+                step(m, d->head, &cfg->opt, lr);
+                pos[i] += b;
+                s++;
+                if (cfg->poll && now_seconds() - last_poll >= cfg->poll_interval) {
+                    prog.epoch = e;
+                    prog.step = s;
+                    if (cfg->poll(cfg->poll_ctx, &prog)) st = DEN_EINTR;
+                    last_poll = now_seconds();
+                }
+            }
+        }
+        if (st != DEN_OK) break;
+        prog.loss = sum / (double)total;
+        *loss_out = prog.loss;
+        prog.epoch = e + 1;
+        prog.step = 0;
+        if (cfg->poll) {
+            if (cfg->poll(cfg->poll_ctx, &prog)) st = DEN_EINTR;
+            last_poll = now_seconds();
+        }
+    }
+    for (int i = 0; order && i < n_data; i++) free(order[i]);
+    free(order);
+    free(pos);
+    work_free(&w);
+    return st;
+}
+
+/* ---- inference ------------------------------------------------------------------------------ */
+
+#define EVAL_ROWS 256
+
+den_status den_model_loss(den_model *m, const den_data *d, double *loss) {
+    DEN_TRY(check_data(m, d));
+    work w;
+    DEN_TRY(work_new(&w, m, d->n < EVAL_ROWS ? (int)d->n : EVAL_ROWS, 0));
+    double sum = 0.0;
+    for (int64_t i = 0; i < d->n; i += w.B) {
+        int b = (int)(d->n - i < w.B ? d->n - i : w.B);
+        for (int j = 0; j < b; j++) w.rows[j] = i + j;
+        load_batch(m, &w, d, b);
+        forward(m, &w, b, d->head, 1);
+        sum += head_loss(m, &w, b, d->head, 0);
+    }
+    work_free(&w);
+    *loss = sum / (double)d->n;
+    return DEN_OK;
+}
+
+den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_features, int h, float *prob) {
+    if (h < 0 || h >= m->n_heads || n < 0) return DEN_EINVAL;
+    if (n == 0) return DEN_OK;
+    den_data d = {X, n, n_features, NULL, NULL, -1};
+    if (m->n_layers == 0 ? n_features != m->n_input : n_features < m->n_input) return DEN_EINVAL;
+    work w;
+    DEN_TRY(work_new(&w, m, n < EVAL_ROWS ? (int)n : EVAL_ROWS, 0));
+    const den_model_layer *H = &m->heads[h];
+    for (int64_t i = 0; i < n; i += w.B) {
+        int b = (int)(n - i < w.B ? n - i : w.B);
+        for (int j = 0; j < b; j++) w.rows[j] = i + j;
+        load_batch(m, &w, &d, b);
+        forward(m, &w, b, h, 1);
+        float *out = prob + i * H->n_out;
+        if (H->kind == DEN_HEAD_SOFTMAX)
+            den_softmax(out, w.logits, b, H->n_out);
+        else
+            den_sigmoid(out, w.logits, (int64_t)b * H->n_out);
+    }
+    work_free(&w);
+    return DEN_OK;
+}
+
+den_status den_model_features(den_model *m, const float *X, int64_t n, int n_features, int h, float *out) {
+    if (m->n_layers == 0 || h >= m->n_heads || n < 0 || n_features < m->n_input) return DEN_EINVAL;
+    if (n == 0) return DEN_OK;
+    den_data d = {X, n, n_features, NULL, NULL, -1};
+    int top = m->n_layers - 1, wt = width(m, h, top);
+    work w;
+    DEN_TRY(work_new(&w, m, n < EVAL_ROWS ? (int)n : EVAL_ROWS, 0));
+    for (int64_t i = 0; i < n; i += w.B) {
+        int b = (int)(n - i < w.B ? n - i : w.B);
+        for (int j = 0; j < b; j++) w.rows[j] = i + j;
+        load_batch(m, &w, &d, b);
+        forward(m, &w, b, h, 0);
+        memcpy(out + i * wt, w.act[top], (size_t)b * (size_t)wt * sizeof(float));
+    }
+    work_free(&w);
+    return DEN_OK;
+}
+
+/* ---- Fisher information --------------------------------------------------------------------- */
+
+static void square(float *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i] * src[i];
+}
+
+/* Push per-sample logit gradients (w->dlogits) down the network, accumulating their squares'
+ * contributions (dense.h: den_dense_fisher_accumulate) into every layer's gW/gb. */
+static void fisher_pass(den_model *m, work *w, int B, int h) {
+    den_model_layer *H = &m->heads[h];
+    int NL = m->n_layers;
+    int top_units = units_into(m, h, NL);
+    square(w->dsq, w->dlogits, (int64_t)B * H->n_out);
+    den_dense_fisher_accumulate(H->gW, H->gb, w->dsq, w->sq[NL], B, top_units * H->span, H->n_out, H->cols);
+    if (NL == 0) return;
+    float *d = w->d0, *dn = w->d1;
+    den_dense_backward(d, NULL, NULL, w->dlogits, w->act[NL - 1], H->W, B, top_units * H->span, H->n_out, H->cols);
+    for (int l = NL - 1; l >= 0; l--) {
+        den_model_layer *L = &m->layers[l];
+        int wl = width(m, h, l), in_cols = units_into(m, h, l) * L->span;
+        den_relu_backward(d, w->act[l], (int64_t)B * wl);
+        square(w->dsq, d, (int64_t)B * wl);
+        den_dense_fisher_accumulate(L->gW, L->gb, w->dsq, w->sq[l], B, in_cols, wl, L->cols);
+        if (l > 0) den_dense_backward(dn, NULL, NULL, d, w->act[l - 1], L->W, B, in_cols, wl, L->cols);
+        float *t = d; d = dn; dn = t;
+    }
+}
+
+static void zero_grads(den_model_layer *L) {
+    memset(L->gW, 0, (size_t)L->n_out * (size_t)L->cols * sizeof(float));
+    memset(L->gb, 0, (size_t)L->n_out * sizeof(float));
+}
+
+static void scale_grads(den_model_layer *L, float s) {
+    for (int64_t i = 0; i < (int64_t)L->n_out * L->cols; i++) L->gW[i] *= s;
+    for (int i = 0; i < L->n_out; i++) L->gb[i] *= s;
+}
+
+den_status den_model_fisher(den_model *m, const den_data *d, int mode) {
+    if (!m->training || (mode != DEN_FISHER_EMPIRICAL && mode != DEN_FISHER_EXACT)) return DEN_EINVAL;
+    DEN_TRY(check_data(m, d));
+    int h = d->head, NL = m->n_layers;
+    den_model_layer *H = &m->heads[h];
+    int k = H->n_out;
+    for (int l = 0; l < NL; l++) zero_grads(&m->layers[l]);
+    zero_grads(H);
+    work w;
+    DEN_TRY(work_new(&w, m, d->n < EVAL_ROWS ? (int)d->n : EVAL_ROWS, 1));
+    for (int64_t i = 0; i < d->n; i += w.B) {
+        int B = (int)(d->n - i < w.B ? d->n - i : w.B);
+        for (int j = 0; j < B; j++) w.rows[j] = i + j;
+        load_batch(m, &w, d, B);
+        forward(m, &w, B, h, 1);
+        head_loss(m, &w, B, h, 0); /* probabilities into w.prob */
+        square(w.sq[0], w.x, (int64_t)B * m->n_input);
+        for (int l = 0; l < NL; l++) square(w.sq[l + 1], w.act[l], (int64_t)B * width(m, h, l));
+        int dirs = mode == DEN_FISHER_EXACT ? k : 1;
+        for (int c = 0; c < dirs; c++) {
+            for (int r = 0; r < B; r++) {
+                const float *p = w.prob + (int64_t)r * k;
+                float *g = w.dlogits + (int64_t)r * k;
+                if (mode == DEN_FISHER_EMPIRICAL) {
+                    /* the gradient of the sample's loss at its true target */
+                    for (int j = 0; j < k; j++)
+                        g[j] = H->kind == DEN_HEAD_SOFTMAX ? p[j] - (j == w.ycls[r]) : p[j] - w.ysig[(int64_t)r * k + j];
+                } else if (H->kind == DEN_HEAD_SOFTMAX) {
+                    /* class c drawn with probability p_c: weight its gradient by sqrt(p_c) */
+                    float s = sqrtf(p[c]);
+                    for (int j = 0; j < k; j++) g[j] = s * (p[j] - (j == c));
+                } else {
+                    /* independent outputs: E[(p_c - y_c)^2] = p_c (1 - p_c), cross terms vanish */
+                    for (int j = 0; j < k; j++) g[j] = j == c ? sqrtf(p[j] * (1.0f - p[j])) : 0.0f;
+                }
+            }
+            fisher_pass(m, &w, B, h);
+        }
+    }
+    float inv = 1.0f / (float)d->n;
+    for (int l = 0; l < NL; l++) scale_grads(&m->layers[l], inv);
+    scale_grads(H, inv);
+    work_free(&w);
+    return DEN_OK;
+}

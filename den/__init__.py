@@ -1,0 +1,39 @@
+"""den: Dynamically Expandable Networks (Yoon et al., ICLR 2018) for lifelong learning.
+
+    import den
+    tasks = den.datasets.load("digits", n_tasks=5)
+    model = den.DEN(hidden=(64, 32), seed=0)
+    result = den.run(model, tasks)          # AUROC matrix, capacity, seconds per stage
+    print(result.summary())
+
+Models: den.DEN and the paper's baselines den.STL, den.MTL, den.DNN, den.L2, den.EWC,
+den.Progressive. Threads: den.set_num_threads(n) sets the one BLAS thread pool den uses
+(OPENBLAS_NUM_THREADS sets it at start-up).
+"""
+
+from . import _core, datasets, evaluate
+from ._base import Model, load
+from .baselines import DNN, EWC, L2, MTL, STL, Progressive
+from .results import RunResult, run
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Threads of the OpenBLAS pool that all of den's matrix products use (den starts no other
+    threads). Same effect as OPENBLAS_NUM_THREADS at start-up or threadpoolctl's limits."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads of den's OpenBLAS pool."""
+    return _core.get_num_threads()
+
+
+def blas_info() -> dict:
+    """Which OpenBLAS den runs on: its kernel (corename), build configuration and threads."""
+    return _core.blas_info()
+
+
+__all__ = ["DNN", "EWC", "L2", "MTL", "STL", "Progressive", "Model", "RunResult", "blas_info",
+           "datasets", "evaluate", "get_num_threads", "load", "run", "set_num_threads"]

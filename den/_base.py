@@ -1,0 +1,301 @@
+"""What every den model shares: checking data, transactional fit, prediction, capacity, files.
+
+A model keeps its networks in ``self._nets`` (name -> ``den._core.Net``) and everything else
+it learns in JSON-friendly attributes, so that saving, loading and rolling back a failed fit
+are written once, here.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+import zlib
+
+import numpy as np
+
+from . import _core, _io
+from . import _validate as check
+from ._progress import StageBar
+
+# kind (as written in files) -> class; filled by Model.__init_subclass__
+MODEL_KINDS: dict = {}
+
+
+class Model:
+    """Base class of den's continual learners (DEN and the baselines).
+
+    Parameters shared by every model
+    --------------------------------
+    hidden : tuple of int
+        Widths of the fully connected ReLU trunk (the paper's base network is (312, 128)).
+    head : {"sigmoid", "softmax"}
+        Default head kind for tasks whose kind is not given to ``fit_task``: k independent
+        sigmoid outputs with binary cross-entropy (the paper's and the reference code's choice),
+        or a k-way softmax with cross-entropy.
+    epochs, batch_size, lr, optimizer : training of each task ("adam" or "sgd").
+    lr_decay : learning rate multiplied by this after every epoch (1 = constant).
+    seed : int; every random choice (initialisation, shuffling) derives from it.
+    progress : bool; show a progress bar per training stage.
+    """
+
+    #: written into saved files; subclasses override
+    kind = "Model"
+    #: whether fit_task makes sense for this model (MTL learns all tasks at once)
+    incremental = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        MODEL_KINDS[cls.kind] = cls
+
+    def __init__(self, hidden=(312, 128), *, head="sigmoid", epochs=10, batch_size=128, lr=1e-3,
+                 optimizer="adam", lr_decay=1.0, seed=0, progress=False):
+        self.hidden = check.widths(hidden)
+        self.head = check.head_kind(head)
+        self.epochs = check.number(epochs, "epochs", low=0, integer=True)
+        self.batch_size = check.number(batch_size, "batch_size", low=1, integer=True)
+        self.lr = check.number(lr, "lr", low=0, low_open=True)
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        self.optimizer = optimizer
+        self.lr_decay = check.number(lr_decay, "lr_decay", low=0, low_open=True, high=1)
+        self.seed = check.number(seed, "seed", low=0, integer=True)
+        self.progress = bool(progress)
+        self._nets = {}
+        self._tasks = []       # per task: {"n_outputs", "head"}
+        self._n_features = None
+        self.history = []      # per task: {"seconds": {stage: s}, ...stage reports}
+
+    # ---- hyperparameters ---------------------------------------------------------------------
+
+    @classmethod
+    def _param_names(cls):
+        names = []
+        for klass in cls.__mro__:
+            if "__init__" not in klass.__dict__:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def get_params(self) -> dict:
+        """The constructor arguments of this model (as stored, after validation)."""
+        out = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- the public face ---------------------------------------------------------------------
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks learned so far."""
+        return len(self._tasks)
+
+    @property
+    def n_features(self):
+        """Input features, fixed by the first task (None before)."""
+        return self._n_features
+
+    def task_info(self, task) -> dict:
+        """The head kind and width of a learned task."""
+        return dict(self._tasks[self._check_task(task)])
+
+    def fit_task(self, X, y, X_val=None, y_val=None, *, n_outputs=None, head=None) -> int:
+        """Learn one more task; returns its task id (0, 1, ...).
+
+        X : (n, d) inputs. y : (n,) integer class labels, or (n, k) 0/1 targets for sigmoid
+        heads. X_val, y_val : validation data (DEN uses it to decide on expansion).
+        n_outputs : head width k (default: inferred from y, see ``den._validate.infer_outputs``).
+        head : "sigmoid" or "softmax" (default: the model's ``head``).
+        If anything fails or is interrupted, the model is left exactly as it was.
+        """
+        if not self.incremental:
+            raise TypeError(f"{type(self).__name__} learns all tasks jointly: use fit_all(tasks)")
+        task = self._prepare(X, y, X_val, y_val, n_outputs, head)
+        return self._transaction(lambda: self._learn(task))
+
+    def predict_proba(self, X, task) -> np.ndarray:
+        """Probabilities (n, k) of task `task`'s head for inputs X."""
+        t = self._check_task(task)
+        X = check.inputs(X, "X", self._n_features, min_rows=0)
+        return self._predict(X, t)
+
+    def predict(self, X, task) -> np.ndarray:
+        """Predicted labels: argmax for multi-output heads, probability > 0.5 for one output."""
+        p = self.predict_proba(X, task)
+        return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
+
+    def n_params(self, task=None) -> int:
+        """Capacity: nonzero parameters that task `task`'s prediction uses, or of the whole model."""
+        if task is not None:
+            task = self._check_task(task)
+        return int(self._n_params(task))
+
+    def base_params(self, n_outputs=None) -> int:
+        """Parameters of one dense base network (trunk and one head): the paper's unit of capacity."""
+        if self._n_features is None:
+            raise RuntimeError("no task learned yet: the input width is unknown")
+        k = n_outputs if n_outputs is not None else self._tasks[0]["n_outputs"]
+        sizes = [self._n_features, *self.hidden, k]
+        return int(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])))
+
+    def save(self, path):
+        """Write the whole model to `path` (atomic; no pickle). Read it back with den.load."""
+        arrays, sizes = {}, {}
+        for name, net in self._nets.items():
+            state = net.get_state()
+            sizes[name] = [len(state["layers"]), len(state["heads"])]
+            for part in ("layers", "heads"):
+                for i, layer in enumerate(state[part]):
+                    for key in ("W", "b", "mask", "stamp"):
+                        arrays[f"{name}/{part}/{i}/{key}"] = layer[key]
+                    if part == "heads":
+                        arrays[f"{name}/{part}/{i}/kind"] = np.array(layer["kind"] == "softmax")
+            arrays[f"{name}/n_input"] = np.array(state["n_input"], dtype=np.int64)
+        meta = {
+            "params": self.get_params(),
+            "tasks": self._tasks,
+            "n_features": self._n_features,
+            "history": self.history,
+            "extra": self._extra_state(),
+            "nets": sizes,
+        }
+        _io.write_model(path, self.kind, meta, arrays)
+
+    @classmethod
+    def _from_file(cls, meta, arrays):
+        model = cls(**meta["params"])
+        model._tasks = meta["tasks"]
+        model._n_features = meta["n_features"]
+        model.history = meta["history"]
+        nets = {}
+        for name, (n_layers, n_heads) in meta["nets"].items():
+            state = {"n_input": int(arrays[f"{name}/n_input"]), "layers": [], "heads": []}
+            for part, count in (("layers", n_layers), ("heads", n_heads)):
+                for i in range(count):
+                    layer = {key: arrays[f"{name}/{part}/{i}/{key}"] for key in ("W", "b", "mask", "stamp")}
+                    if part == "heads":
+                        layer["kind"] = "softmax" if bool(arrays[f"{name}/{part}/{i}/kind"]) else "sigmoid"
+                    state[part].append(layer)
+            nets[name] = _core.Net.from_state(state)
+        model._nets = nets
+        model._set_extra_state(meta["extra"])
+        return model
+
+    # ---- for subclasses ----------------------------------------------------------------------
+
+    def fit_all(self, tasks):
+        """Learn a list of tasks (den.datasets.Task or anything with X_train, y_train, X_val,
+        y_val, n_outputs and head). Sequential models learn them one after another; MTL and
+        DEN-Finetune override this to train on all of them together."""
+        for task in tasks:
+            self.fit_task(task.X_train, task.y_train, task.X_val, task.y_val,
+                          n_outputs=task.n_outputs, head=task.head)
+        return self
+
+    def _learn(self, task) -> int:
+        """Learn a prepared task (see _prepare); returns its id. Subclasses implement."""
+        raise NotImplementedError
+
+    def _predict(self, X, t):
+        raise NotImplementedError
+
+    def _n_params(self, task):
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict:
+        """JSON-friendly state beyond nets, tasks and history (saved with the model)."""
+        return {}
+
+    def _set_extra_state(self, extra):
+        pass
+
+    def _new_net(self, widths=None, stream=0):
+        return _core.Net(self._n_features, list(widths or self.hidden), seed=self._seed("net", stream))
+
+    def _seed(self, *parts) -> int:
+        """A seed derived deterministically from the model's seed and labels (task, stage...)."""
+        words = [self.seed] + [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
+        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
+
+    def _train(self, net, data, *, task, stage, epochs=None, **kwargs):
+        """One training stage on `net` through the C core, timed and with a progress bar."""
+        epochs = self.epochs if epochs is None else epochs
+        bar = StageBar(f"task {task} {stage}", self.progress)
+        start = time.perf_counter()
+        try:
+            loss = net.train(data, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
+                             optimizer=self.optimizer, lr_decay=self.lr_decay, seed=self._seed(task, stage),
+                             callback=bar, **kwargs)
+        finally:
+            bar.close()
+        self._timing(task, stage, time.perf_counter() - start)
+        return loss
+
+    def _timing(self, task, stage, seconds):
+        record = self.history[task].setdefault("seconds", {})
+        record[stage] = record.get(stage, 0.0) + seconds
+
+    def _transaction(self, work):
+        """Run work(); if it raises (or Ctrl-C), put every attribute back as it was."""
+        saved = copy.deepcopy(self.__dict__)
+        try:
+            return work()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _prepare(self, X, y, X_val, y_val, n_outputs, head, name=""):
+        """Check one task's data; returns a dict with core-ready arrays and the head spec."""
+        head = check.head_kind(self.head if head is None else head, f"{name}head")
+        X = check.inputs(X, f"{name}X", self._n_features)
+        y = check.labels(y, f"{name}y", X.shape[0])
+        k = check.infer_outputs(y, head) if n_outputs is None else check.number(
+            n_outputs, f"{name}n_outputs", low=1, integer=True)
+        if head == "softmax" and k < 2:
+            raise ValueError(f"{name}n_outputs: a softmax head needs at least 2 outputs, got {k}")
+        Y = check.targets(y, f"{name}y", head, k)
+        task = {"X": X, "Y": Y, "n_outputs": k, "head": head, "X_val": None, "Y_val": None}
+        if (X_val is None) != (y_val is None):
+            raise ValueError(f"{name}X_val and {name}y_val must be given together")
+        if X_val is not None:
+            Xv = check.inputs(X_val, f"{name}X_val", X.shape[1])
+            yv = check.labels(y_val, f"{name}y_val", Xv.shape[0])
+            task["X_val"], task["Y_val"] = Xv, check.targets(yv, f"{name}y_val", head, k)
+        return task
+
+    def _begin(self, task) -> int:
+        """Register a prepared task (inside the transaction) and return its id."""
+        if self._n_features is None:
+            self._n_features = task["X"].shape[1]
+        self._tasks.append({"n_outputs": task["n_outputs"], "head": task["head"]})
+        self.history.append({"seconds": {}})
+        return len(self._tasks) - 1
+
+    def _check_task(self, task) -> int:
+        if isinstance(task, bool) or not isinstance(task, (int, np.integer)):
+            raise TypeError(f"task must be an integer task id, got {task!r}")
+        if not 0 <= task < len(self._tasks):
+            raise ValueError(f"unknown task {task}: this model has learned {len(self._tasks)} task(s)"
+                             + (f" (ids 0..{len(self._tasks) - 1})" if self._tasks else ""))
+        return int(task)
+
+
+def load(path) -> Model:
+    """Read a model written by Model.save (any den model class)."""
+    kind, meta, arrays = _io.read_model(path)
+    cls = MODEL_KINDS.get(kind)
+    if cls is None:
+        raise _io.ModelFileError(f"{path}: holds a model of kind {kind!r}, which this den does not know")
+    try:
+        return cls._from_file(meta, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _io.ModelFileError(f"{path}: the {kind} model in this file is inconsistent: {exc}") from exc
