@@ -124,6 +124,10 @@ den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_feat
 den_status den_model_features(den_model *m, const float *X, int64_t n, int n_features, int h,
                               float *out);
 
+/* Gradient of the mean loss of one source (no regularisers) w.r.t. every gathered parameter,
+ * written into the gradient buffers (gW, gb) of every gathered layer and head d->head. */
+den_status den_model_gradients(den_model *m, const den_data *d);
+
 enum { DEN_FISHER_EMPIRICAL = 0, DEN_FISHER_EXACT = 1 };
 
 /* Diagonal Fisher information of head d->head's task, written into the gradient buffers

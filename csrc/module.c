@@ -1145,14 +1145,34 @@ static PyObject *Net_loss(NetObject *self, PyObject *args, PyObject *kwds) {
     return PyFloat_FromDouble(loss);
 }
 
-static PyObject *Net_fisher(NetObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"X", "Y", "head", "mode", NULL};
-    PyObject *Xo, *Yo;
-    int h;
-    const char *mode_s = "exact";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi|s", kwlist, &Xo, &Yo, &h, &mode_s)) return NULL;
-    int mode = strcmp(mode_s, "exact") == 0 ? DEN_FISHER_EXACT : strcmp(mode_s, "empirical") == 0 ? DEN_FISHER_EMPIRICAL : -1;
-    if (mode < 0) return PyErr_Format(PyExc_ValueError, "mode must be 'exact' or 'empirical', got '%s'", mode_s);
+/* A net shaped like `net` holding the gathered model's gradient buffers (Fisher values or
+ * gradients) where the model's units are, and 0 everywhere else and where the mask forbids a
+ * weight. */
+static den_status grads_to_net(den_net **out, const den_net *net, const den_model *m) {
+    DEN_TRY(den_net_clone(out, net));
+    den_net *o = *out;
+    for (int l = 0; l < o->n_layers + o->n_heads; l++) {
+        den_net_layer *L = l < o->n_layers ? &o->layers[l] : &o->heads[l - o->n_layers];
+        memset(L->W, 0, (size_t)L->n_out * (size_t)den_layer_cols(L) * sizeof(float));
+        memset(L->b, 0, (size_t)L->n_out * sizeof(float));
+    }
+    den_status s = den_model_scatter(m, o, 1);
+    for (int l = 0; s == DEN_OK && l < o->n_layers + o->n_heads; l++) {
+        den_net_layer *L = l < o->n_layers ? &o->layers[l] : &o->heads[l - o->n_layers];
+        int64_t n = (int64_t)L->n_out * den_layer_cols(L);
+        for (int64_t i = 0; i < n; i++)
+            if (!L->mask[i]) L->W[i] = 0.0f;
+    }
+    if (s != DEN_OK) {
+        den_net_free(o);
+        *out = NULL;
+    }
+    return s;
+}
+
+/* Shared by Net.fisher and Net.gradients: parse (X, Y, head), gather the head's task, run
+ * `what` (0: gradients, 1: empirical Fisher, 2: exact Fisher) and return the result as a Net. */
+static PyObject *grad_like(NetObject *self, PyObject *Xo, PyObject *Yo, int h, int what, const char *name) {
     if (want_head(self->net, h) < 0) return NULL;
     const den_net_layer *H = &self->net->heads[h];
     PyArrayObject *X = want_inputs(Xo, "X", self->net->n_input, 1);
@@ -1167,37 +1187,34 @@ static PyObject *Net_fisher(NetObject *self, PyObject *args, PyObject *kwds) {
     den_status s;
     Py_BEGIN_ALLOW_THREADS
     s = gather_for_head(&m, self->net, h, 1, 1, NULL);
-    if (s == DEN_OK) s = den_model_fisher(m, &d, mode);
-    if (s == DEN_OK) s = den_net_clone(&out, self->net);
-    if (s == DEN_OK) {
-        /* The result is shaped like this net: Fisher values where the task's units are, 0 elsewhere
-         * (and 0 where the mask forbids a weight). */
-        for (int l = 0; l < out->n_layers; l++) {
-            den_net_layer *L = &out->layers[l];
-            memset(L->W, 0, (size_t)L->n_out * (size_t)den_layer_cols(L) * sizeof(float));
-            memset(L->b, 0, (size_t)L->n_out * sizeof(float));
-        }
-        for (int k = 0; k < out->n_heads; k++) {
-            den_net_layer *L = &out->heads[k];
-            memset(L->W, 0, (size_t)L->n_out * (size_t)den_layer_cols(L) * sizeof(float));
-            memset(L->b, 0, (size_t)L->n_out * sizeof(float));
-        }
-        s = den_model_scatter(m, out, 1);
-        for (int l = 0; s == DEN_OK && l < out->n_layers + out->n_heads; l++) {
-            den_net_layer *L = l < out->n_layers ? &out->layers[l] : &out->heads[l - out->n_layers];
-            int64_t n = (int64_t)L->n_out * den_layer_cols(L);
-            for (int64_t i = 0; i < n; i++)
-                if (!L->mask[i]) L->W[i] = 0.0f;
-        }
-    }
+    if (s == DEN_OK)
+        s = what == 0 ? den_model_gradients(m, &d)
+                      : den_model_fisher(m, &d, what == 2 ? DEN_FISHER_EXACT : DEN_FISHER_EMPIRICAL);
+    if (s == DEN_OK) s = grads_to_net(&out, self->net, m);
     den_model_free(m);
     Py_END_ALLOW_THREADS
     self->busy = 0;
-    if (s != DEN_OK) {
-        den_net_free(out);
-        return raise_status(s, "fisher");
-    }
+    if (s != DEN_OK) return raise_status(s, name);
     return (PyObject *)wrap_net(out);
+}
+
+static PyObject *Net_fisher(NetObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"X", "Y", "head", "mode", NULL};
+    PyObject *Xo, *Yo;
+    int h;
+    const char *mode_s = "exact";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi|s", kwlist, &Xo, &Yo, &h, &mode_s)) return NULL;
+    int what = strcmp(mode_s, "exact") == 0 ? 2 : strcmp(mode_s, "empirical") == 0 ? 1 : -1;
+    if (what < 0) return PyErr_Format(PyExc_ValueError, "mode must be 'exact' or 'empirical', got '%s'", mode_s);
+    return grad_like(self, Xo, Yo, h, what, "fisher");
+}
+
+static PyObject *Net_gradients(NetObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"X", "Y", "head", NULL};
+    PyObject *Xo, *Yo;
+    int h;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi", kwlist, &Xo, &Yo, &h)) return NULL;
+    return grad_like(self, Xo, Yo, h, 0, "gradients");
 }
 
 /* copy.deepcopy(net) and copy.copy(net) give an independent clone: models snapshot their whole
@@ -1255,6 +1272,8 @@ static PyMethodDef Net_methods[] = {
      "features(X, head, use_stamps=True) -> (n, width) top hidden activations as the head's task sees them."},
     {"loss", (PyCFunction)(void (*)(void))Net_loss, METH_VARARGS | METH_KEYWORDS,
      "loss(X, Y, head, use_stamps=True) -> float: mean loss."},
+    {"gradients", (PyCFunction)(void (*)(void))Net_gradients, METH_VARARGS | METH_KEYWORDS,
+     "gradients(X, Y, head) -> Net shaped like this one holding d(mean loss)/d(parameters) of the head's task."},
     {"fisher", (PyCFunction)(void (*)(void))Net_fisher, METH_VARARGS | METH_KEYWORDS,
      "fisher(X, Y, head, mode='exact') -> Net shaped like this one holding the diagonal Fisher."},
     {NULL, NULL, 0, NULL},

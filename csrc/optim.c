@@ -5,10 +5,16 @@
 #include <stddef.h>
 
 /* One contiguous span of a row: penalties, optimizer update, L1 prox. `a` (anchor) and `c`
- * (pull coefficients) may be NULL; the compiler unswitches the loop on those invariants. */
-static void step_span(const den_opt *o, float wd, float pull, float l1thr, float *w,
-                      const float *g, float *m, float *v, const float *mask, const float *a,
-                      const float *c, int n) {
+ * (pull coefficients) may be NULL; the compiler unswitches the loop on those invariants.
+ * This loop is memory- and divide/sqrt-bound; wider vectors pay, so it is compiled for the
+ * x86-64 v4/v3 levels too and the best one the CPU has is picked at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DEN_NO_CLONES)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+static void step_span(const den_opt *o, float wd, float pull, float l1thr, float *restrict w,
+                      const float *restrict g, float *restrict m, float *restrict v,
+                      const float *restrict mask, const float *restrict a,
+                      const float *restrict c, int n) {
     const float lr = o->lr;
     if (o->kind == DEN_OPT_ADAM) {
         const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;

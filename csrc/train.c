@@ -348,6 +348,53 @@ den_status den_model_features(den_model *m, const float *X, int64_t n, int n_fea
     return DEN_OK;
 }
 
+/* ---- gradients ------------------------------------------------------------------------------ */
+
+static void add_into(float *acc, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+den_status den_model_gradients(den_model *m, const den_data *d) {
+    if (!m->training) return DEN_EINVAL;
+    DEN_TRY(check_data(m, d));
+    int h = d->head, NL = m->n_layers;
+    /* every gathered layer takes part; backward writes gW/gb per chunk, summed in mW/mb */
+    int n_blocks = NL + 1;
+    for (int i = 0; i < n_blocks; i++) {
+        den_model_layer *L = i < NL ? &m->layers[i] : &m->heads[h];
+        memset(L->mW, 0, (size_t)L->n_out * (size_t)L->cols * sizeof(float));
+        memset(L->mb, 0, (size_t)L->n_out * sizeof(float));
+    }
+    work w;
+    DEN_TRY(work_new(&w, m, d->n < EVAL_ROWS ? (int)d->n : EVAL_ROWS, 0));
+    const den_model_layer *H = &m->heads[h];
+    float scale = 1.0f / (float)d->n;
+    for (int64_t i = 0; i < d->n; i += w.B) {
+        int B = (int)(d->n - i < w.B ? d->n - i : w.B);
+        for (int j = 0; j < B; j++) w.rows[j] = i + j;
+        load_batch(m, &w, d, B);
+        forward(m, &w, B, h, 1);
+        if (H->kind == DEN_HEAD_SOFTMAX)
+            den_softmax_ce(w.dlogits, w.prob, w.logits, w.ycls, B, H->n_out, scale);
+        else
+            den_sigmoid_bce(w.dlogits, w.prob, w.logits, w.ysig, B, H->n_out, scale);
+        backward(m, &w, B, h, 0);
+        for (int k = 0; k < n_blocks; k++) {
+            den_model_layer *L = k < NL ? &m->layers[k] : &m->heads[h];
+            for (int r = 0; r < (k < NL ? width(m, h, k) : L->n_out); r++)
+                add_into(L->mW + (int64_t)r * L->cols, L->gW + (int64_t)r * L->cols, units_into(m, h, k) * L->span);
+            add_into(L->mb, L->gb, k < NL ? width(m, h, k) : L->n_out);
+        }
+    }
+    for (int k = 0; k < n_blocks; k++) {
+        den_model_layer *L = k < NL ? &m->layers[k] : &m->heads[h];
+        memcpy(L->gW, L->mW, (size_t)L->n_out * (size_t)L->cols * sizeof(float));
+        memcpy(L->gb, L->mb, (size_t)L->n_out * sizeof(float));
+    }
+    work_free(&w);
+    return DEN_OK;
+}
+
 /* ---- Fisher information --------------------------------------------------------------------- */
 
 static void square(float *dst, const float *src, int64_t n) {

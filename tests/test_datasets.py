@@ -13,11 +13,6 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-try:
-    import den  # noqa: F401
-except ImportError:  # not installed and no pytest pythonpath config yet: use this checkout
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from den import datasets
 from den.datasets import Task, load
 

@@ -14,11 +14,6 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-try:
-    import den  # noqa: F401
-except ImportError:  # not installed and no pytest pythonpath config yet: use this checkout
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from den import _io
 from den._io import FORMAT_VERSION, ModelFileError, read_model, write_model
 
