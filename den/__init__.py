@@ -14,6 +14,7 @@ den.Progressive. Threads: den.set_num_threads(n) sets the one BLAS thread pool d
 from . import _core, datasets, evaluate
 from ._base import Model, load
 from .baselines import DNN, EWC, L2, MTL, STL, Progressive
+from .expandable import DEN
 from .results import RunResult, run
 
 __version__ = "0.1.0"
@@ -35,5 +36,5 @@ def blas_info() -> dict:
     return _core.blas_info()
 
 
-__all__ = ["DNN", "EWC", "L2", "MTL", "STL", "Progressive", "Model", "RunResult", "blas_info",
+__all__ = ["DEN", "DNN", "EWC", "L2", "MTL", "STL", "Progressive", "Model", "RunResult", "blas_info",
            "datasets", "evaluate", "get_num_threads", "load", "run", "set_num_threads"]

@@ -294,8 +294,8 @@ def load(path) -> Model:
     kind, meta, arrays = _io.read_model(path)
     cls = MODEL_KINDS.get(kind)
     if cls is None:
-        raise _io.ModelFileError(f"{path}: holds a model of kind {kind!r}, which this den does not know")
+        raise _io.ModelFileError(str(path), f"holds a model of kind {kind!r}, which this den does not know")
     try:
         return cls._from_file(meta, arrays)
     except (KeyError, TypeError, ValueError) as exc:
-        raise _io.ModelFileError(f"{path}: the {kind} model in this file is inconsistent: {exc}") from exc
+        raise _io.ModelFileError(str(path), f"the {kind} model in this file is inconsistent: {exc}") from exc

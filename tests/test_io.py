@@ -231,8 +231,9 @@ META = st.recursive(
 
 def _same_meta(a, b):
     if isinstance(a, float):
-        return type(b) is float and (a == b or (math.isnan(a) and math.isnan(b))) and \
-            math.copysign(1, a) == math.copysign(1, b)
+        # equal with the same sign (so -0.0 != 0.0), or both NaN (a NaN's sign bit is not kept)
+        return type(b) is float and ((a == b and math.copysign(1, a) == math.copysign(1, b))
+                                     or (math.isnan(a) and math.isnan(b)))
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(map(_same_meta, a, b))
     if isinstance(a, dict):
