@@ -86,7 +86,13 @@ class DEN(Model):
         if expansion not in EXPANSIONS:
             raise ValueError(f"expansion must be one of {EXPANSIONS}, got {expansion!r}")
         self.expansion = expansion
-        ks = [k] * len(self.hidden) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else list(k)
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            ks = [k] * len(self.hidden)
+        else:
+            try:
+                ks = list(k)
+            except TypeError:
+                raise TypeError(f"k must be an int or one int per hidden layer, got {k!r}") from None
         if len(ks) != len(self.hidden):
             raise ValueError(f"k must be an int or give one count per hidden layer ({len(self.hidden)}), got {k!r}")
         ks = [check.number(v, "k", low=0, integer=True) for v in ks]
@@ -111,7 +117,7 @@ class DEN(Model):
         else:
             self._next_task(t, task)
         net = self._nets["main"]
-        if t > 0:
+        if t > 0 and self.expansion == "dynamic":
             self._prune_born(t)
         report = self.history[t]
         report["units"] = list(net.widths)
@@ -139,6 +145,7 @@ class DEN(Model):
                     epochs=self._epochs("head"), head_reg={"l1": self.l1})
         units, inputs = net.select(h)
         report["selected"] = [int(u.sum()) for u in units]
+        report["selected_units"] = [np.flatnonzero(u).tolist() for u in units]
         report["selected_inputs"] = int(inputs.sum())
         if not self.selective:
             self._train(net, data, task=t, stage="retrain", **eq4)
@@ -188,6 +195,7 @@ class DEN(Model):
             over[:old] = rho[:old] > self.sigma
             dup.append(over)
         report["duplicated"] = [int(d.sum()) for d in dup]
+        report["duplicated_units"] = [np.flatnonzero(d).tolist() for d in dup]
         report["max_drift"] = [float(net.drift(prev, l)[:old].max(initial=0.0)) for l, old in enumerate(prev.widths)]
         if not any(d.any() for d in dup):
             return
