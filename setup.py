@@ -60,8 +60,8 @@ def find_openblas():
 
 
 include_dirs, library_dirs, libraries = find_openblas()
-sources = ["csrc/" + f for f in ("module.c", "net.c", "model.c", "train.c", "optim.c", "dense.c", "loss.c", "rng.c")]
-headers = ["csrc/" + f for f in ("den_common.h", "den_blas.h", "net.h", "model.h", "optim.h", "dense.h", "loss.h", "rng.h")]
+sources = ["csrc/" + f for f in ("module.c", "net.c", "model.c", "train.c", "optim.c", "dense.c", "conv.c", "loss.c", "rng.c")]
+headers = ["csrc/" + f for f in ("den_common.h", "den_blas.h", "net.h", "model.h", "optim.h", "dense.h", "conv.h", "loss.h", "rng.h")]
 
 compile_args = ["-std=c11", "-O3", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 link_args = []

@@ -30,6 +30,19 @@ const char *den_status_str(den_status s);
 
 static inline int den_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
+/* A bump allocator over one block, used in two passes: with base NULL it only adds up the
+ * size (64-byte aligned pieces: whole cache lines), then the same calls hand out pointers. */
+typedef struct {
+    char *base;
+    size_t used;
+} den_arena;
+
+static inline void *den_take(den_arena *a, size_t count, size_t size) {
+    size_t off = (a->used + 63) & ~(size_t)63;
+    a->used = off + count * size;
+    return a->base ? a->base + off : NULL;
+}
+
 /* Return early with the status of a failing call. */
 #define DEN_TRY(expr)                        \
     do {                                     \

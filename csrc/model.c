@@ -6,16 +6,8 @@
 
 /* ---- one allocation, laid out in two passes (count, then assign) ---------------------------- */
 
-typedef struct {
-    char *base;   /* NULL while counting */
-    size_t used;
-} arena;
-
-static void *take(arena *a, size_t count, size_t size) {
-    size_t off = (a->used + 63) & ~(size_t)63; /* 64-byte aligned blocks: whole cache lines */
-    a->used = off + count * size;
-    return a->base ? a->base + off : NULL;
-}
+typedef den_arena arena;
+#define take den_take
 
 /* What each block needs besides W and b; decided before layout. */
 typedef struct {
@@ -171,6 +163,7 @@ static den_status check_gather(const den_net *net, const den_gather *g) {
     for (int i = 0; i < g->n_heads; i++)
         if (g->heads[i] < 0 || g->heads[i] >= net->n_heads) return DEN_EINVAL;
     if (g->coef && !g->anchor) return DEN_EINVAL;
+    if (g->inputs && g->head_only) return DEN_EINVAL;
     if (g->anchor) {
         const den_net *A = g->anchor;
         if (A->n_layers != net->n_layers || A->n_input != net->n_input) return DEN_EINVAL;
@@ -203,10 +196,11 @@ den_status den_model_gather(den_model **out, const den_net *net, const den_gathe
     int *cnt = calloc((size_t)net->n_layers + 1, sizeof *cnt);
     den_status st = DEN_ENOMEM;
     if (!m->layers || !m->heads || !nds || !idx || !cnt) goto fail;
-    /* idx[0] = input features; idx[l + 1] = units of net layer l */
-    idx[0] = malloc((size_t)net->n_input * sizeof(int32_t) + 1);
+    /* idx[0] = input units (features or channels); idx[l + 1] = units of net layer l */
+    int n_in0 = net->layers[0].n_in;
+    idx[0] = malloc((size_t)n_in0 * sizeof(int32_t) + 1);
     if (!idx[0]) goto fail;
-    cnt[0] = pick(idx[0], net->n_input, g->inputs, NULL, -1);
+    cnt[0] = pick(idx[0], n_in0, g->inputs, NULL, -1);
     for (int l = 0; l < net->n_layers; l++) {
         const den_net_layer *S = &net->layers[l];
         idx[l + 1] = malloc((size_t)S->n_out * sizeof(int32_t) + 1);
@@ -222,6 +216,14 @@ den_status den_model_gather(den_model **out, const den_net *net, const den_gathe
         L->span = S->span;
         L->cols = L->n_in * L->span;
         L->reg = g->layer_reg;
+        L->op = S->op;
+        L->h = S->h;
+        L->w = S->w;
+        L->kh = S->kh;
+        L->kw = S->kw;
+        L->pool = S->pool;
+        L->out_pixels = den_layer_out_pixels(S);
+        L->in_pixels = l == 0 ? net->in_h * net->in_w : m->layers[l - 1].out_pixels;
         nds[l].mask = block_masked(S, idx[l + 1], cnt[l + 1], idx[l], cnt[l]);
         nds[l].row_flags = g->training;
         nds[l].anchor = g->training && g->anchor != NULL;
@@ -236,6 +238,9 @@ den_status den_model_gather(den_model **out, const den_net *net, const den_gathe
         H->cols = H->n_in * H->span;
         H->kind = S->kind;
         H->reg = g->head_reg;
+        H->op = DEN_OP_DENSE;
+        H->pool = 1;
+        H->in_pixels = H->out_pixels = 1;
         nds[NL + h].mask = block_masked(S, NULL, S->n_out, idx[top + 1], cnt[top + 1]);
         nds[NL + h].row_flags = g->training;
     }
@@ -244,6 +249,7 @@ den_status den_model_gather(den_model **out, const den_net *net, const den_gathe
     if (!m->mem) goto fail;
     layout(m, (char *)(((uintptr_t)m->mem + 63) & ~(uintptr_t)63), nds, nds + NL);
     m->n_input = NL > 0 ? cnt[0] : cnt[top + 1];
+    m->in_pixels = NL > 0 ? net->in_h * net->in_w : 1;
     /* fill */
     for (int l = 0; l < NL; l++) {
         den_model_layer *L = &m->layers[l];

@@ -22,6 +22,9 @@
 typedef struct {
     int n_out, n_in, span, cols; /* compact sizes; cols = n_in * span */
     int kind;                    /* heads: DEN_HEAD_*; hidden layers: 0 */
+    int op, h, w, kh, kw, pool;  /* geometry, as in den_net_layer */
+    int in_pixels;               /* values per input unit in the layer's input rows */
+    int out_pixels;              /* values per unit in the layer's output rows */
     float *W, *b;                /* (n_out, cols), (n_out) */
     float *gW, *gb;              /* gradients (NULL unless gathered for training) */
     float *mW, *vW, *mb, *vb;    /* optimizer state (NULL unless training) */
@@ -44,7 +47,8 @@ typedef struct {
     int n_heads;
     den_model_layer *heads;
     int32_t *head_src;           /* net head index of each compact head */
-    int n_input;                 /* compact input features */
+    int n_input;                 /* compact input units (features, or image channels) */
+    int in_pixels;               /* X columns per input unit (H*W of an image; 1 for vectors) */
     int training;                /* gradients and optimizer state exist */
     int use_stamps;              /* each head reads only units with stamp <= its task */
     int *widths;                 /* (n_heads, n_layers) units of each layer each head uses */
@@ -76,11 +80,16 @@ void den_model_free(den_model *m);
  * parameters (grads = 0) or gradients (grads = 1; used to hand out Fisher information). */
 den_status den_model_scatter(const den_model *m, den_net *net, int grads);
 
-/* One sample source: rows of X with the net's full input width, targets for one head. */
+/* One sample source: rows of X with the net's full input width, targets for one head.
+ * Working memory of training, per minibatch row (allocated once per call, never per batch):
+ *   inputs + for every layer its output (units * out_pixels), and for conv layers also the
+ *   pre-pooling map (units * h * w) and the pooling argmax, + two gradient rows of the largest
+ *   layer + 4 rows of the widest head; plus one im2col buffer (C * kh * kw * h * w floats of the
+ *   largest conv layer) and one pre-pooling gradient map for the whole batch. */
 typedef struct {
     const float *X;        /* (n, n_features), row-major */
     int64_t n;
-    int n_features;        /* row stride of X (= the net's n_input, or top width for head_only) */
+    int n_features;        /* row stride of X (the net's n_input, or the top width for head_only) */
     const float *ysig;     /* (n, k) targets in [0, 1] for a sigmoid head, else NULL */
     const int32_t *ycls;   /* (n) class ids for a softmax head, else NULL */
     int head;              /* compact head index */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "den_blas.h"
+#include "conv.h"
 #include "den_common.h"
 #include "model.h"
 #include "net.h"
@@ -291,38 +292,100 @@ static int poll_hook(void *vctx, const den_progress *p) {
 
 /* ---- Net methods ------------------------------------------------------------------------------ */
 
-static PyObject *Net_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"n_input", "widths", "seed", NULL};
-    int n_input;
-    PyObject *widths_obj;
-    unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|K", kwlist, &n_input, &widths_obj, &seed)) return NULL;
-    PyObject *seq = PySequence_Fast(widths_obj, "widths must be a sequence of ints");
-    if (!seq) return NULL;
-    Py_ssize_t nl = PySequence_Fast_GET_SIZE(seq);
-    if (nl < 1 || nl > 64) {
-        Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "widths must list 1 to 64 hidden layer widths, got %zd", nl);
+/* Parse a sequence of ints of length 1..64 with each value in [lo, hi]. */
+static int parse_ints(PyObject *obj, const char *name, int *out, int max_n, long lo, long hi) {
+    PyObject *seq = PySequence_Fast(obj, "must be a sequence of ints");
+    if (!seq) {
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of ints", name);
+        return -1;
     }
-    int widths[64];
-    for (Py_ssize_t i = 0; i < nl; i++) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > max_n) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "%s has %zd entries; at most %d allowed", name, n, max_n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
         long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
         if (v == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
-            return NULL;
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int", name, i);
+            return -1;
         }
-        if (v < 1 || v > (1 << 24)) {
+        if (v < lo || v > hi) {
             Py_DECREF(seq);
-            return PyErr_Format(PyExc_ValueError, "widths[%zd] = %ld must be in 1..%d", i, v, 1 << 24);
+            PyErr_Format(PyExc_ValueError, "%s[%zd] = %ld must be in %ld..%ld", name, i, v, lo, hi);
+            return -1;
         }
-        widths[i] = (int)v;
+        out[i] = (int)v;
     }
     Py_DECREF(seq);
+    return (int)n;
+}
+
+static PyObject *Net_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"n_input", "widths", "seed", "conv", "input_shape", NULL};
+    int n_input;
+    PyObject *widths_obj, *conv_obj = NULL, *shape_obj = NULL;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|KOO", kwlist, &n_input, &widths_obj, &seed, &conv_obj, &shape_obj))
+        return NULL;
+    (void)type;
+    int widths[64], n_dense = parse_ints(widths_obj, "widths", widths, 64, 1, 1 << 24);
+    if (n_dense < 0) return NULL;
+    if (n_dense < 1) return PyErr_Format(PyExc_ValueError, "widths must list at least one dense layer width");
     if (n_input < 1 || n_input > (1 << 24))
         return PyErr_Format(PyExc_ValueError, "n_input = %d must be in 1..%d", n_input, 1 << 24);
-    (void)type;
+    den_conv_spec conv[64];
+    int n_conv = 0, shape[3] = {n_input, 1, 1};
+    if (conv_obj && conv_obj != Py_None) {
+        PyObject *seq = PySequence_Fast(conv_obj, "conv must be a sequence of (filters, kernel, pool)");
+        if (!seq) return NULL;
+        n_conv = (int)PySequence_Fast_GET_SIZE(seq);
+        if (n_conv + n_dense > 64) {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError, "at most 64 layers in all");
+        }
+        for (int l = 0; l < n_conv; l++) {
+            int v[3];
+            char name[32];
+            snprintf(name, sizeof name, "conv[%d]", l);
+            int got = parse_ints(PySequence_Fast_GET_ITEM(seq, l), name, v, 3, 1, 1 << 24);
+            if (got != 3) {
+                Py_DECREF(seq);
+                if (got >= 0) PyErr_Format(PyExc_ValueError, "%s must be (filters, kernel, pool)", name);
+                return NULL;
+            }
+            if (v[1] % 2 == 0) {
+                Py_DECREF(seq);
+                return PyErr_Format(PyExc_ValueError, "%s: kernel %d must be odd ('same' padding)", name, v[1]);
+            }
+            conv[l] = (den_conv_spec){v[0], v[1], v[1], v[2]};
+        }
+        Py_DECREF(seq);
+        if (n_conv > 0) {
+            if (!shape_obj || shape_obj == Py_None)
+                return PyErr_Format(PyExc_ValueError, "a conv trunk needs input_shape=(channels, height, width)");
+            if (parse_ints(shape_obj, "input_shape", shape, 3, 1, 1 << 24) != 3) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "input_shape must be (channels, height, width)");
+                return NULL;
+            }
+            if ((long long)shape[0] * shape[1] * shape[2] != n_input)
+                return PyErr_Format(PyExc_ValueError, "input_shape %dx%dx%d does not have n_input = %d values", shape[0],
+                                    shape[1], shape[2], n_input);
+            int h = shape[1], w = shape[2];
+            for (int l = 0; l < n_conv; l++) {
+                if (h / conv[l].pool < 1 || w / conv[l].pool < 1)
+                    return PyErr_Format(PyExc_ValueError, "conv[%d]: pooling %d shrinks a %dx%d map to nothing", l,
+                                        conv[l].pool, h, w);
+                h /= conv[l].pool;
+                w /= conv[l].pool;
+            }
+        }
+    }
     den_net *net;
-    den_status s = den_net_new(&net, n_input, (int)nl, widths, seed);
+    den_status s = den_net_new(&net, shape[0], shape[1], shape[2], n_conv, conv, n_dense, widths, seed);
     if (s != DEN_OK) return raise_status(s, "Net");
     return (PyObject *)wrap_net(net);
 }
@@ -541,7 +604,7 @@ static PyObject *Net_select(NetObject *self, PyObject *args, PyObject *kwds) {
     if (want_head(self->net, h) < 0) return NULL;
     const den_net *net = self->net;
     PyObject *units = PyList_New(net->n_layers);
-    npy_intp ni = net->n_input;
+    npy_intp ni = net->layers[0].n_in;
     PyObject *inputs = PyArray_ZEROS(1, &ni, NPY_BOOL, 0);
     if (!units || !inputs) goto fail;
     uint8_t *ptr[64];
@@ -613,9 +676,11 @@ static PyObject *layer_dict(const den_net_layer *L, int head) {
         return NULL;
     }
     if (head)
-        return Py_BuildValue("{sNsNsNsNsisiss}", "W", W, "b", b, "mask", mask, "stamp", stamp, "span", L->span, "n_in",
-                             L->n_in, "kind", L->kind == DEN_HEAD_SOFTMAX ? "softmax" : "sigmoid");
-    return Py_BuildValue("{sNsNsNsNsisi}", "W", W, "b", b, "mask", mask, "stamp", stamp, "span", L->span, "n_in", L->n_in);
+        return Py_BuildValue("{sNsNsNsNss}", "W", W, "b", b, "mask", mask, "stamp", stamp, "kind",
+                             L->kind == DEN_HEAD_SOFTMAX ? "softmax" : "sigmoid");
+    return Py_BuildValue("{sNsNsNsNsssisisisi}", "W", W, "b", b, "mask", mask, "stamp", stamp, "op",
+                         L->op == DEN_OP_CONV ? "conv" : "dense", "kh", L->kh, "kw", L->kw, "pool", L->pool, "span",
+                         L->span);
 }
 
 static PyObject *Net_get_state(NetObject *self, PyObject *Py_UNUSED(ignored)) {
@@ -632,11 +697,24 @@ static PyObject *Net_get_state(NetObject *self, PyObject *Py_UNUSED(ignored)) {
         if (!d) goto fail;
         PyList_SET_ITEM(heads, h, d);
     }
-    return Py_BuildValue("{sisNsN}", "n_input", net->n_input, "layers", layers, "heads", heads);
+    return Py_BuildValue("{sis(iii)sNsN}", "n_input", net->n_input, "input_shape", net->in_c, net->in_h, net->in_w,
+                         "layers", layers, "heads", heads);
 fail:
     Py_XDECREF(layers);
     Py_XDECREF(heads);
     return NULL;
+}
+
+static int dict_int(PyObject *d, const char *key, const char *name, long lo, long hi, int *out) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    long x = v ? PyLong_AsLong(v) : -1;
+    if (!v || (x == -1 && PyErr_Occurred()) || x < lo || x > hi) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s['%s'] must be an int in %ld..%ld", name, key, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
 }
 
 /* Fill L from a state dict, checking everything. n_in/span: expected input units and span. */
@@ -701,6 +779,8 @@ static int layer_from_dict(den_net_layer *L, PyObject *d, const char *name, int 
     L->n_in = n_in;
     L->span = span;
     L->kind = kind;
+    L->op = DEN_OP_DENSE;
+    L->pool = 1;
     size_t n = (size_t)total;
     L->W = malloc(n * sizeof(float) + 1);
     L->b = malloc((size_t)n_out * sizeof(float) + 1);
@@ -720,7 +800,7 @@ static int layer_from_dict(den_net_layer *L, PyObject *d, const char *name, int 
 static PyObject *Net_from_state(PyObject *cls, PyObject *state) {
     (void)cls;
     if (!PyDict_Check(state)) return PyErr_Format(PyExc_TypeError, "state must be a dict from Net.get_state()");
-    PyObject *ni = PyDict_GetItemString(state, "n_input");
+    PyObject *ni = PyDict_GetItemString(state, "n_input"), *so = PyDict_GetItemString(state, "input_shape");
     PyObject *lo = PyDict_GetItemString(state, "layers"), *ho = PyDict_GetItemString(state, "heads");
     if (!ni || !lo || !ho || !PyList_Check(lo) || !PyList_Check(ho))
         return PyErr_Format(PyExc_ValueError, "state needs n_input (int), layers (list) and heads (list)");
@@ -729,37 +809,87 @@ static PyObject *Net_from_state(PyObject *cls, PyObject *state) {
     Py_ssize_t nl = PyList_GET_SIZE(lo), nh = PyList_GET_SIZE(ho);
     if (n_input < 1 || n_input > (1 << 24) || nl < 1 || nl > 64 || nh > (1 << 20))
         return PyErr_Format(PyExc_ValueError, "state has n_input=%ld, %zd layers, %zd heads: out of range", n_input, nl, nh);
+    int shape[3] = {(int)n_input, 1, 1};
+    if (so && so != Py_None) {
+        if (parse_ints(so, "input_shape", shape, 3, 1, 1 << 24) != 3) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "input_shape must be (channels, height, width)");
+            return NULL;
+        }
+        if ((long long)shape[0] * shape[1] * shape[2] != n_input)
+            return PyErr_Format(PyExc_ValueError, "input_shape does not hold n_input = %ld values", n_input);
+    }
     den_net *net = calloc(1, sizeof *net);
     if (!net) return PyErr_NoMemory();
     net->n_input = (int)n_input;
+    net->in_c = shape[0];
+    net->in_h = shape[1];
+    net->in_w = shape[2];
     net->layers = calloc((size_t)nl, sizeof *net->layers);
     net->heads = calloc((size_t)(nh > 0 ? nh : 1), sizeof *net->heads);
     if (!net->layers || !net->heads) {
         den_net_free(net);
         return PyErr_NoMemory();
     }
-    int below = (int)n_input;
+    /* walk the layers with the geometry of what each one reads */
+    int units = shape[0], h = shape[1], w = shape[2], seen_dense = 0;
     for (Py_ssize_t l = 0; l < nl; l++) {
         char name[64];
         snprintf(name, sizeof name, "layers[%zd]", l);
+        PyObject *d = PyList_GET_ITEM(lo, l);
+        if (!PyDict_Check(d)) {
+            den_net_free(net);
+            return PyErr_Format(PyExc_TypeError, "%s must be a dict", name);
+        }
+        PyObject *op_o = PyDict_GetItemString(d, "op");
+        const char *op_s = op_o && PyUnicode_Check(op_o) ? PyUnicode_AsUTF8(op_o) : "dense";
+        int conv = op_s && strcmp(op_s, "conv") == 0, kh = 0, kw = 0, pool = 1;
+        if (!op_s || (!conv && strcmp(op_s, "dense") != 0) || (conv && seen_dense)) {
+            den_net_free(net);
+            return PyErr_Format(PyExc_ValueError, "%s['op'] must be 'conv' or 'dense', conv layers first", name);
+        }
+        if (conv && (dict_int(d, "kh", name, 1, 1 << 10, &kh) < 0 || dict_int(d, "kw", name, 1, 1 << 10, &kw) < 0 ||
+                     dict_int(d, "pool", name, 1, 1 << 10, &pool) < 0 || kh % 2 == 0 || kw % 2 == 0 ||
+                     h / pool < 1 || w / pool < 1)) {
+            den_net_free(net);
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: bad conv geometry", name);
+            return NULL;
+        }
+        seen_dense |= !conv;
         net->n_layers = (int)l + 1;
-        if (layer_from_dict(&net->layers[l], PyList_GET_ITEM(lo, l), name, below, 1, 0) < 0) {
+        if (layer_from_dict(&net->layers[l], d, name, units, conv ? kh * kw : h * w, 0) < 0) {
             den_net_free(net);
             return NULL;
         }
-        below = net->layers[l].n_out;
+        den_net_layer *L = &net->layers[l];
+        if (conv) {
+            L->op = DEN_OP_CONV;
+            L->h = h;
+            L->w = w;
+            L->kh = kh;
+            L->kw = kw;
+            L->pool = pool;
+            h /= pool;
+            w /= pool;
+        } else {
+            h = w = 1;
+        }
+        units = L->n_out;
+    }
+    if (!seen_dense) {
+        den_net_free(net);
+        return PyErr_Format(PyExc_ValueError, "state needs at least one dense layer under the heads");
     }
     const den_net_layer *top = &net->layers[nl - 1];
-    for (Py_ssize_t h = 0; h < nh; h++) {
+    for (Py_ssize_t hd = 0; hd < nh; hd++) {
         char name[64];
-        snprintf(name, sizeof name, "heads[%zd]", h);
-        net->n_heads = (int)h + 1;
-        if (layer_from_dict(&net->heads[h], PyList_GET_ITEM(ho, h), name, below, 1, 1) < 0) {
+        snprintf(name, sizeof name, "heads[%zd]", hd);
+        net->n_heads = (int)hd + 1;
+        if (layer_from_dict(&net->heads[hd], PyList_GET_ITEM(ho, hd), name, units, 1, 1) < 0) {
             den_net_free(net);
             return NULL;
         }
         /* a head may not read units born after its task */
-        const den_net_layer *H = &net->heads[h];
+        const den_net_layer *H = &net->heads[hd];
         for (int r = 0; r < H->n_out; r++)
             for (int c = 0; c < H->n_in; c++)
                 if (H->mask[(int64_t)r * H->n_in + c] && top->stamp[c] > H->stamp[0]) {
@@ -818,7 +948,7 @@ static int parse_gather_args(NetObject *self, PyObject *units, PyObject *train, 
     memset(a, 0, sizeof *a);
     if (want_layer_flags(units, "units", self->net, a->units, &a->hold_units) < 0) return -1;
     if (want_layer_flags(train, "train", self->net, a->train, &a->hold_train) < 0 ||
-        want_flags(inputs, "inputs", self->net->n_input, &a->inputs) < 0) {
+        want_flags(inputs, "inputs", self->net->layers[0].n_in, &a->inputs) < 0) {
         gather_args_release(a);
         return -1;
     }
@@ -1321,7 +1451,46 @@ static PyObject *mod_blas_info(PyObject *m, PyObject *Py_UNUSED(ignored)) {
                          den_blas_get_threads());
 }
 
+/* Test hooks: the GEMM convolution and its naive reference on the same arrays, so the tests can
+ * hold them against each other and against NumPy. */
+static PyObject *mod_conv2d(PyObject *m, PyObject *args, PyObject *kwds) {
+    (void)m;
+    static char *kwlist[] = {"x", "W", "b", "kh", "kw", "naive", NULL};
+    PyObject *xo, *Wo, *bo;
+    int kh, kw, naive = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii|p", kwlist, &xo, &Wo, &bo, &kh, &kw, &naive)) return NULL;
+    PyArrayObject *x = want_array(xo, "x", NPY_FLOAT32, 4, NULL);
+    if (!x) return NULL;
+    int B = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1), H = (int)PyArray_DIM(x, 2), W = (int)PyArray_DIM(x, 3);
+    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) return PyErr_Format(PyExc_ValueError, "kernel sizes must be odd");
+    npy_intp wshape[2] = {-1, (npy_intp)C * kh * kw};
+    PyArrayObject *Wt = want_array(Wo, "W", NPY_FLOAT32, 2, wshape);
+    if (!Wt) return NULL;
+    int F = (int)PyArray_DIM(Wt, 0);
+    npy_intp bshape[1] = {F};
+    PyArrayObject *b = want_array(bo, "b", NPY_FLOAT32, 1, bshape);
+    if (!b) return NULL;
+    npy_intp dims[4] = {B, F, H, W};
+    PyObject *out = PyArray_SimpleNew(4, dims, NPY_FLOAT32);
+    float *cols = malloc((size_t)C * kh * kw * H * W * sizeof(float) + 1);
+    if (!out || !cols) {
+        Py_XDECREF(out);
+        free(cols);
+        return PyErr_NoMemory();
+    }
+    if (naive)
+        den_conv_forward_naive(PyArray_DATA((PyArrayObject *)out), PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C, H,
+                               W, F, kh, kw, C * kh * kw);
+    else
+        den_conv_forward(PyArray_DATA((PyArrayObject *)out), cols, PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C, H, W,
+                         F, kh, kw, C * kh * kw, 0);
+    free(cols);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_conv2d", (PyCFunction)(void (*)(void))mod_conv2d, METH_VARARGS | METH_KEYWORDS,
+     "_conv2d(x (B,C,H,W), W (F, C*kh*kw), b (F,), kh, kw, naive=False) -> (B,F,H,W): test hook"},
     {"set_num_threads", mod_set_num_threads, METH_O, "set_num_threads(n): threads of the BLAS pool den uses."},
     {"get_num_threads", mod_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"blas_info", mod_blas_info, METH_NOARGS, "blas_info() -> dict(corename, config, num_threads)"},

@@ -25,11 +25,24 @@ static void layer_free(den_net_layer *L) {
     memset(L, 0, sizeof *L);
 }
 
-static den_status layer_alloc(den_net_layer *L, int n_out, int n_in, int span, int kind) {
+/* Allocate zeroed buffers for L; geometry (op, h, w, kh, kw, pool) is taken from `like`, or
+ * dense when like is NULL. */
+static den_status layer_alloc(den_net_layer *L, int n_out, int n_in, int span, int kind, const den_net_layer *like) {
     int64_t cols = (int64_t)n_in * span;
     if (n_out < 0 || n_in < 0 || span < 1 || n_out > DEN_MAX_UNITS || !den_fits_int(cols))
         return DEN_ETOOBIG;
     memset(L, 0, sizeof *L);
+    if (like) {
+        L->op = like->op;
+        L->h = like->h;
+        L->w = like->w;
+        L->kh = like->kh;
+        L->kw = like->kw;
+        L->pool = like->pool;
+    } else {
+        L->op = DEN_OP_DENSE;
+        L->pool = 1;
+    }
     L->n_out = n_out;
     L->n_in = n_in;
     L->span = span;
@@ -46,7 +59,7 @@ static den_status layer_alloc(den_net_layer *L, int n_out, int n_in, int span, i
 }
 
 static den_status layer_clone(den_net_layer *dst, const den_net_layer *src) {
-    DEN_TRY(layer_alloc(dst, src->n_out, src->n_in, src->span, src->kind));
+    DEN_TRY(layer_alloc(dst, src->n_out, src->n_in, src->span, src->kind, src));
     int64_t n = (int64_t)src->n_out * den_layer_cols(src);
     memcpy(dst->W, src->W, (size_t)n * sizeof(float));
     memcpy(dst->b, src->b, (size_t)src->n_out * sizeof(float));
@@ -73,7 +86,7 @@ static void init_rows(den_net_layer *L, int r0, double gain, den_rng *rng) {
  * zeroing the rest (mask 0, stamp 0 for new rows). */
 static den_status layer_resize(den_net_layer *L, int n_out, int n_in) {
     den_net_layer N;
-    DEN_TRY(layer_alloc(&N, n_out, n_in, L->span, L->kind));
+    DEN_TRY(layer_alloc(&N, n_out, n_in, L->span, L->kind, L));
     int rows = n_out < L->n_out ? n_out : L->n_out;
     int64_t oc = den_layer_cols(L), nc = den_layer_cols(&N);
     int64_t cc = oc < nc ? oc : nc;
@@ -105,14 +118,29 @@ static int max_stamp(const den_net *net) {
     return m;
 }
 
-den_status den_net_new(den_net **out, int n_input, int n_layers, const int *widths, uint64_t seed) {
+den_status den_net_new(den_net **out, int in_c, int in_h, int in_w, int n_conv, const den_conv_spec *conv,
+                       int n_dense, const int *widths, uint64_t seed) {
     *out = NULL;
-    if (n_input < 1 || n_layers < 1 || n_layers > 64) return DEN_EINVAL;
-    for (int l = 0; l < n_layers; l++)
+    int n_layers = n_conv + n_dense;
+    if (in_c < 1 || in_h < 1 || in_w < 1 || n_conv < 0 || n_dense < 1 || n_layers > 64) return DEN_EINVAL;
+    if ((int64_t)in_c * in_h * in_w > DEN_MAX_UNITS) return DEN_ETOOBIG;
+    int h = in_h, w = in_w;
+    for (int l = 0; l < n_conv; l++) {
+        const den_conv_spec *c = &conv[l];
+        if (c->filters < 1 || c->kh < 1 || c->kw < 1 || c->kh % 2 == 0 || c->kw % 2 == 0 || c->pool < 1 ||
+            h / c->pool < 1 || w / c->pool < 1)
+            return DEN_EINVAL;
+        h /= c->pool;
+        w /= c->pool;
+    }
+    for (int l = 0; l < n_dense; l++)
         if (widths[l] < 1) return DEN_EINVAL;
     den_net *net = calloc(1, sizeof *net);
     if (!net) return DEN_ENOMEM;
-    net->n_input = n_input;
+    net->n_input = in_c * in_h * in_w;
+    net->in_c = in_c;
+    net->in_h = in_h;
+    net->in_w = in_w;
     net->n_layers = n_layers;
     net->layers = calloc((size_t)n_layers, sizeof *net->layers);
     if (!net->layers) {
@@ -121,8 +149,23 @@ den_status den_net_new(den_net **out, int n_input, int n_layers, const int *widt
     }
     den_rng rng;
     den_rng_seed(&rng, seed);
+    int units = in_c, pixels = in_h * in_w; /* what the next layer reads */
+    h = in_h;
+    w = in_w;
     for (int l = 0; l < n_layers; l++) {
-        den_status s = layer_alloc(&net->layers[l], widths[l], l == 0 ? n_input : widths[l - 1], 1, 0);
+        den_net_layer geo = {0};
+        int n_out, span;
+        if (l < n_conv) {
+            const den_conv_spec *c = &conv[l];
+            geo = (den_net_layer){.op = DEN_OP_CONV, .h = h, .w = w, .kh = c->kh, .kw = c->kw, .pool = c->pool};
+            n_out = c->filters;
+            span = c->kh * c->kw;
+        } else {
+            geo = (den_net_layer){.op = DEN_OP_DENSE, .pool = 1};
+            n_out = widths[l - n_conv];
+            span = pixels; /* a dense layer reads whole feature maps (1 pixel each for vectors) */
+        }
+        den_status s = layer_alloc(&net->layers[l], n_out, units, span, 0, &geo);
         if (s != DEN_OK) {
             den_net_free(net);
             return s;
@@ -130,6 +173,14 @@ den_status den_net_new(den_net **out, int n_input, int n_layers, const int *widt
         den_net_layer *L = &net->layers[l];
         memset(L->mask, 1, (size_t)((int64_t)L->n_out * den_layer_cols(L)));
         init_rows(L, 0, 2.0, &rng);
+        units = n_out;
+        if (l < n_conv) {
+            h /= L->pool;
+            w /= L->pool;
+            pixels = h * w;
+        } else {
+            pixels = 1;
+        }
     }
     *out = net;
     return DEN_OK;
@@ -149,6 +200,9 @@ den_status den_net_clone(den_net **out, const den_net *src) {
     den_net *net = calloc(1, sizeof *net);
     if (!net) return DEN_ENOMEM;
     net->n_input = src->n_input;
+    net->in_c = src->in_c;
+    net->in_h = src->in_h;
+    net->in_w = src->in_w;
     net->layers = calloc((size_t)src->n_layers, sizeof *net->layers);
     net->heads = zalloc(src->n_heads, sizeof *net->heads);
     if (!net->layers || !net->heads) {
@@ -181,7 +235,7 @@ den_status den_net_add_head(den_net *net, int kind, int k, int task, uint64_t se
         return DEN_EINVAL;
     const den_net_layer *top = &net->layers[net->n_layers - 1];
     den_net_layer H;
-    DEN_TRY(layer_alloc(&H, k, top->n_out, 1, kind)); /* heads read dense top units */
+    DEN_TRY(layer_alloc(&H, k, top->n_out, 1, kind, NULL)); /* heads read dense top units */
     for (int r = 0; r < k; r++) {
         H.stamp[r] = task;
         for (int c = 0; c < top->n_out; c++)
@@ -407,7 +461,7 @@ den_status den_net_select(const den_net *net, int h, uint8_t *const *units, uint
     for (int l = top; l >= 0; l--) {
         const den_net_layer *L = &net->layers[l];
         uint8_t *below = l > 0 ? units[l - 1] : inputs;
-        if (l == 0) memset(inputs, 0, (size_t)net->n_input);
+        if (l == 0) memset(inputs, 0, (size_t)L->n_in);
         for (int c = 0; c < L->n_in; c++) {
             if (l > 0 && net->layers[l - 1].stamp[c] > task) continue;
             for (int r = 0; r < L->n_out && !below[c]; r++)
@@ -441,7 +495,7 @@ int64_t den_net_nonzero(const den_net *net, int task) {
     int widths[64];
     den_net_prefix(net, task, widths);
     int64_t n = 0;
-    int below = net->n_input;
+    int below = net->layers[0].n_in;
     for (int l = 0; l < net->n_layers; l++) {
         const den_net_layer *L = &net->layers[l];
         n += nonzero_block(L, widths[l], (int64_t)below * L->span);

@@ -31,11 +31,18 @@
 
 #include "den_common.h"
 
+enum { DEN_OP_DENSE = 0, DEN_OP_CONV = 1 };
+
 typedef struct {
-    int n_out;       /* units (rows) */
-    int n_in;        /* input units */
-    int span;        /* columns per input unit */
+    int n_out;       /* units (rows): neurons, or a conv layer's filters */
+    int n_in;        /* input units: units of the layer below, or input channels/features */
+    int span;        /* columns per input unit: 1 (dense on dense), kh*kw (conv), the pixels of
+                        one feature map (dense on conv) */
     int kind;        /* heads: DEN_HEAD_SIGMOID / DEN_HEAD_SOFTMAX; hidden layers: 0 */
+    int op;          /* DEN_OP_DENSE or DEN_OP_CONV */
+    int h, w;        /* conv: input height and width ("same" padding, stride 1) */
+    int kh, kw;      /* conv: kernel size (odd) */
+    int pool;        /* conv: max-pool window and stride after the ReLU; 1 = none */
     float *W;        /* (n_out, n_in * span) */
     float *b;        /* (n_out) */
     uint8_t *mask;   /* (n_out, n_in * span): 1 = allowed */
@@ -43,8 +50,9 @@ typedef struct {
 } den_net_layer;
 
 typedef struct {
-    int n_input;             /* input features */
-    int n_layers;            /* hidden layers (>= 1) */
+    int n_input;             /* input features: columns of X, = in_c * in_h * in_w */
+    int in_c, in_h, in_w;    /* inputs as images (C, H, W), C-order; a vector input is (n, 1, 1) */
+    int n_layers;            /* hidden layers (>= 1): conv layers first, then dense ones */
     den_net_layer *layers;   /* [n_layers] */
     int n_heads;
     den_net_layer *heads;    /* [n_heads]; heads[h].stamp[*] is head h's task */
@@ -52,10 +60,21 @@ typedef struct {
 
 static inline int64_t den_layer_cols(const den_net_layer *L) { return (int64_t)L->n_in * L->span; }
 static inline int den_head_task(const den_net_layer *h) { return h->n_out > 0 ? h->stamp[0] : 0; }
+/* Values each unit of the layer outputs: a dense unit 1, a conv filter its pooled map. */
+static inline int den_layer_out_pixels(const den_net_layer *L) {
+    return L->op == DEN_OP_CONV ? (L->h / L->pool) * (L->w / L->pool) : 1;
+}
 
-/* A new trunk: n_layers hidden layers with widths[l] units, stamp 0, He-normal weights
- * (std sqrt(2/fan_in)), zero biases, all connections allowed; no heads yet. */
-den_status den_net_new(den_net **out, int n_input, int n_layers, const int *widths, uint64_t seed);
+/* One conv layer of a trunk: filters, kernel, max-pool window after it (1: none). */
+typedef struct {
+    int filters, kh, kw, pool;
+} den_conv_spec;
+
+/* A new trunk for inputs of shape (in_c, in_h, in_w): n_conv conv layers, then n_dense dense
+ * layers (at least one) with widths[l] units; stamp 0, He-normal weights (std sqrt(2/fan_in)),
+ * zero biases, all connections allowed; no heads yet. A vector input is (n, 1, 1). */
+den_status den_net_new(den_net **out, int in_c, int in_h, int in_w, int n_conv, const den_conv_spec *conv,
+                       int n_dense, const int *widths, uint64_t seed);
 void den_net_free(den_net *net);
 den_status den_net_clone(den_net **out, const den_net *net);
 
@@ -90,8 +109,9 @@ den_status den_net_drift(const den_net *net, const den_net *prev, int layer, flo
 
 /* Breadth-first selection of the subnetwork that feeds head h through nonzero weights:
  * top units with any nonzero weight to any output of the head, then downward every unit (and
- * finally every input feature) with a nonzero weight into a selected unit. units[l] (n_out of
- * layer l) and inputs (n_input) receive 0/1 flags. Only units with stamp <= the head's task. */
+ * finally every input unit: feature or channel) with a nonzero weight into a selected unit.
+ * units[l] (n_out of layer l) and inputs (in_c) receive 0/1 flags. Only units with stamp <= the
+ * head's task. */
 den_status den_net_select(const den_net *net, int h, uint8_t *const *units, uint8_t *inputs);
 
 /* Number of units of each layer that task `task` may use (stamp <= task); task < 0: all. */

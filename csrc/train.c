@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "conv.h"
 #include "dense.h"
 #include "loss.h"
 #include "model.h"
@@ -16,65 +17,106 @@
 
 typedef struct {
     int B;            /* rows it holds */
-    float *x;         /* (B, n_input) the batch's inputs */
-    float **act;      /* [n_layers] (B, n_out) ReLU outputs */
+    float *x;         /* (B, n_input * in_pixels) the batch's inputs */
+    float **act;      /* [n_layers] (B, n_out * out_pixels) outputs after ReLU (and pooling) */
+    float **pre;      /* [n_layers] pooled conv layers: (B, n_out, h, w) the ReLU output before
+                         pooling; other layers: act[l] */
+    int32_t **arg;    /* [n_layers] pooled conv layers: argmax of each pooling window */
+    float *cols;      /* im2col buffer of the largest conv layer */
+    float *dpre;      /* (B, n_out, h, w) gradient of the largest pre-pooling map */
     float *d0, *d1;   /* (B, dmax) gradients flowing down, ping-pong */
     float *logits;    /* (B, kmax) */
     float *prob;      /* (B, kmax) */
     float *dlogits;   /* (B, kmax) */
     float *ysig;      /* (B, kmax) sigmoid targets of the batch */
     int32_t *ycls;    /* (B) softmax targets of the batch */
-    float **sq;       /* Fisher only: [n_layers + 1] squared inputs of each layer and the head */
+    float **sq;       /* Fisher only: [n_layers + 1] squared inputs of each dense layer and the head */
     float *dsq;       /* Fisher only: (B, max(dmax, kmax)) */
+    float *ftmp;      /* Fisher only: one conv layer's per-sample weight gradient */
     int64_t *rows;    /* (B) sample indices of the batch */
     void *mem;
-    void *ptrs;
 } work;
 
 static void work_free(work *w) {
     free(w->mem);
-    free(w->ptrs);
     memset(w, 0, sizeof *w);
 }
 
-/* Allocate a workspace for batches of B rows; fisher adds the squared-activation buffers. */
-static den_status work_new(work *w, const den_model *m, int B, int fisher) {
-    memset(w, 0, sizeof *w);
-    int NL = m->n_layers, kmax = 1, dmax = 1;
-    for (int l = 0; l < NL; l++) dmax = m->layers[l].n_out > dmax ? m->layers[l].n_out : dmax;
+static int64_t in_len(const den_model *m, int l) { /* input row length of layer l (l == NL: head) */
+    if (l == 0) return (int64_t)m->n_input * m->in_pixels;
+    const den_model_layer *L = &m->layers[l - 1];
+    return (int64_t)L->n_out * L->out_pixels;
+}
+
+/* Lay the workspace out over arena a (two passes: count, then assign). */
+static void work_layout(work *w, den_arena *a, const den_model *m, int B, int fisher) {
+    int NL = m->n_layers;
+    int64_t kmax = 1, dmax = 1, cols = 1, dpre = 1, ftmp = 1;
     for (int h = 0; h < m->n_heads; h++) kmax = m->heads[h].n_out > kmax ? m->heads[h].n_out : kmax;
-    int64_t floats = (int64_t)B * m->n_input + 2 * (int64_t)B * dmax + 4 * (int64_t)B * kmax;
-    for (int l = 0; l < NL; l++) floats += (int64_t)B * m->layers[l].n_out;
-    if (fisher) {
-        floats += (int64_t)B * m->n_input + (int64_t)B * (dmax > kmax ? dmax : kmax);
-        for (int l = 0; l < NL; l++) floats += (int64_t)B * m->layers[l].n_out;
-    }
-    w->mem = malloc((size_t)floats * sizeof(float) + (size_t)B * (sizeof(int32_t) + sizeof(int64_t)) + 16);
-    w->ptrs = calloc((size_t)(2 * NL + 2), sizeof(float *));
-    if (!w->mem || !w->ptrs) {
-        work_free(w);
-        return DEN_ENOMEM;
+    for (int l = 0; l < NL; l++) {
+        const den_model_layer *L = &m->layers[l];
+        int64_t act = (int64_t)L->n_out * L->out_pixels;
+        dmax = act > dmax ? act : dmax;
+        if (L->op == DEN_OP_CONV) {
+            int64_t c = (int64_t)L->n_in * L->kh * L->kw * L->h * L->w;
+            int64_t p = (int64_t)L->n_out * L->h * L->w;
+            int64_t f = (int64_t)L->n_out * L->n_in * L->kh * L->kw;
+            cols = c > cols ? c : cols;
+            dpre = p > dpre ? p : dpre;
+            ftmp = f > ftmp ? f : ftmp;
+        }
     }
     w->B = B;
-    w->act = (float **)w->ptrs;
-    w->sq = (float **)w->ptrs + NL;
-    /* int64 first: keeps it 8-byte aligned */
-    w->rows = (int64_t *)w->mem;
-    float *p = (float *)(w->rows + B);
-    w->x = p; p += (int64_t)B * m->n_input;
-    for (int l = 0; l < NL; l++) { w->act[l] = p; p += (int64_t)B * m->layers[l].n_out; }
-    w->d0 = p; p += (int64_t)B * dmax;
-    w->d1 = p; p += (int64_t)B * dmax;
-    w->logits = p; p += (int64_t)B * kmax;
-    w->prob = p; p += (int64_t)B * kmax;
-    w->dlogits = p; p += (int64_t)B * kmax;
-    w->ysig = p; p += (int64_t)B * kmax;
-    if (fisher) {
-        w->sq[0] = p; p += (int64_t)B * m->n_input;
-        for (int l = 0; l < NL; l++) { w->sq[l + 1] = p; p += (int64_t)B * m->layers[l].n_out; }
-        w->dsq = p; p += (int64_t)B * (dmax > kmax ? dmax : kmax);
+    w->rows = den_take(a, (size_t)B, sizeof(int64_t));
+    w->act = den_take(a, (size_t)NL + 1, sizeof(float *));
+    w->pre = den_take(a, (size_t)NL + 1, sizeof(float *));
+    w->arg = den_take(a, (size_t)NL + 1, sizeof(int32_t *));
+    w->sq = den_take(a, (size_t)NL + 1, sizeof(float *));
+    w->x = den_take(a, (size_t)(B * in_len(m, 0)), sizeof(float));
+    for (int l = 0; l < NL; l++) {
+        const den_model_layer *L = &m->layers[l];
+        float *act = den_take(a, (size_t)B * L->n_out * L->out_pixels, sizeof(float));
+        float *pre = act;
+        int32_t *arg = NULL;
+        if (L->op == DEN_OP_CONV && L->pool > 1) {
+            pre = den_take(a, (size_t)B * L->n_out * L->h * L->w, sizeof(float));
+            arg = den_take(a, (size_t)B * L->n_out * L->out_pixels, sizeof(int32_t));
+        }
+        if (a->base) {
+            w->act[l] = act;
+            w->pre[l] = pre;
+            w->arg[l] = arg;
+        }
     }
-    w->ycls = (int32_t *)p;
+    w->cols = den_take(a, (size_t)cols, sizeof(float));
+    w->dpre = den_take(a, (size_t)(B * dpre), sizeof(float));
+    w->d0 = den_take(a, (size_t)(B * dmax), sizeof(float));
+    w->d1 = den_take(a, (size_t)(B * dmax), sizeof(float));
+    w->logits = den_take(a, (size_t)(B * kmax), sizeof(float));
+    w->prob = den_take(a, (size_t)(B * kmax), sizeof(float));
+    w->dlogits = den_take(a, (size_t)(B * kmax), sizeof(float));
+    w->ysig = den_take(a, (size_t)(B * kmax), sizeof(float));
+    w->ycls = den_take(a, (size_t)B, sizeof(int32_t));
+    if (fisher) {
+        for (int l = 0; l <= NL; l++) {
+            int dense = l == NL || m->layers[l].op == DEN_OP_DENSE;
+            float *sq = dense ? den_take(a, (size_t)(B * in_len(m, l)), sizeof(float)) : NULL;
+            if (a->base) w->sq[l] = sq;
+        }
+        w->dsq = den_take(a, (size_t)(B * (dmax > kmax ? dmax : kmax)), sizeof(float));
+        w->ftmp = den_take(a, (size_t)ftmp, sizeof(float));
+    }
+}
+
+/* Allocate a workspace for batches of B rows; fisher adds the Fisher buffers. */
+static den_status work_new(work *w, const den_model *m, int B, int fisher) {
+    memset(w, 0, sizeof *w);
+    den_arena a = {NULL, 0};
+    work_layout(w, &a, m, B, fisher);
+    w->mem = malloc(a.used + 64);
+    if (!w->mem) return DEN_ENOMEM;
+    a = (den_arena){(char *)(((uintptr_t)w->mem + 63) & ~(uintptr_t)63), 0};
+    work_layout(w, &a, m, B, fisher);
     return DEN_OK;
 }
 
@@ -91,18 +133,20 @@ static inline int units_into(const den_model *m, int h, int l) {
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
-/* Copy the batch's rows (and targets) into the workspace; input columns are gathered through
- * the first layer's source map unless the model reads every feature. */
+/* Copy the batch's rows (and targets) into the workspace; input units are gathered through
+ * the first layer's source map unless the model reads every one. */
 static void load_batch(const den_model *m, work *w, const den_data *d, int B) {
-    const int32_t *map = (m->n_layers > 0 && m->n_input != d->n_features) ? m->layers[0].src_in : NULL;
-    int nin = m->n_input;
+    int px = m->in_pixels, nin = m->n_input;
+    const int32_t *map = (m->n_layers > 0 && (int64_t)nin * px != d->n_features) ? m->layers[0].src_in : NULL;
     for (int i = 0; i < B; i++) {
         const float *src = d->X + w->rows[i] * (int64_t)d->n_features;
-        float *dst = w->x + (int64_t)i * nin;
-        if (map)
+        float *dst = w->x + (int64_t)i * nin * px;
+        if (!map)
+            memcpy(dst, src, (size_t)nin * px * sizeof(float));
+        else if (px == 1)
             for (int j = 0; j < nin; j++) dst[j] = src[map[j]];
         else
-            memcpy(dst, src, (size_t)nin * sizeof(float));
+            for (int j = 0; j < nin; j++) memcpy(dst + (int64_t)j * px, src + (int64_t)map[j] * px, (size_t)px * sizeof(float));
     }
     if (d->head < 0) return;
     int k = m->heads[d->head].n_out;
@@ -116,7 +160,13 @@ static void forward(const den_model *m, work *w, int B, int h, int with_head) {
     const float *in = w->x;
     for (int l = 0; l < m->n_layers; l++) {
         const den_model_layer *L = &m->layers[l];
-        den_dense_forward(w->act[l], in, L->W, L->b, B, units_into(m, h, l) * L->span, width(m, h, l), L->cols, 1);
+        int cin = units_into(m, h, l), wl = width(m, h, l);
+        if (L->op == DEN_OP_CONV) {
+            den_conv_forward(w->pre[l], w->cols, in, L->W, L->b, B, cin, L->h, L->w, wl, L->kh, L->kw, L->cols, 1);
+            if (L->pool > 1) den_maxpool_forward(w->act[l], w->arg[l], w->pre[l], B, wl, L->h, L->w, L->pool);
+        } else {
+            den_dense_forward(w->act[l], in, L->W, L->b, B, cin * L->span, wl, L->cols, 1);
+        }
         in = w->act[l];
     }
     if (with_head) {
@@ -140,6 +190,36 @@ static int lowest_trainable(const den_model *m) {
     return m->n_layers;
 }
 
+/* Turn d, the gradient w.r.t. layer l's output, into the gradient w.r.t. its pre-activation
+ * (undo pooling, then the ReLU); returns where that gradient now is. */
+static float *through_relu(const den_model *m, work *w, int B, int h, int l, float *d) {
+    const den_model_layer *L = &m->layers[l];
+    int wl = width(m, h, l);
+    if (L->op == DEN_OP_CONV) {
+        if (L->pool > 1) {
+            den_maxpool_backward(w->dpre, d, w->arg[l], B, wl, L->h, L->w, L->pool);
+            d = w->dpre;
+        }
+        den_relu_backward(d, w->pre[l], (int64_t)B * wl * L->h * L->w);
+    } else {
+        den_relu_backward(d, w->act[l], (int64_t)B * wl);
+    }
+    return d;
+}
+
+/* Layer l's backward from dz (gradient w.r.t. its pre-activation): weight gradients into
+ * gW/gb (if given) and the input gradient into dinp (if given). */
+static void layer_backward(const den_model *m, work *w, int B, int h, int l, const float *dz, float *dinp,
+                           float *gW, float *gb) {
+    const den_model_layer *L = &m->layers[l];
+    const float *in = l > 0 ? w->act[l - 1] : w->x;
+    int cin = units_into(m, h, l), wl = width(m, h, l);
+    if (L->op == DEN_OP_CONV)
+        den_conv_backward(dinp, gW, gb, w->cols, dz, in, L->W, B, cin, L->h, L->w, wl, L->kh, L->kw, L->cols);
+    else
+        den_dense_backward(dinp, gW, gb, dz, in, L->W, B, cin * L->span, wl, L->cols);
+}
+
 static void backward(const den_model *m, work *w, int B, int h, int lowest) {
     const den_model_layer *H = &m->heads[h];
     int NL = m->n_layers;
@@ -149,11 +229,8 @@ static void backward(const den_model *m, work *w, int B, int h, int lowest) {
                        H->W, B, units_into(m, h, NL) * H->span, H->n_out, H->cols);
     for (int l = NL - 1; l >= lowest; l--) {
         const den_model_layer *L = &m->layers[l];
-        int wl = width(m, h, l);
-        den_relu_backward(d, w->act[l], (int64_t)B * wl);
-        const float *in = l > 0 ? w->act[l - 1] : w->x;
-        den_dense_backward(l > lowest ? dn : NULL, L->n_on ? L->gW : NULL, L->n_on ? L->gb : NULL, d, in, L->W, B,
-                           units_into(m, h, l) * L->span, wl, L->cols);
+        float *dz = through_relu(m, w, B, h, l, d);
+        layer_backward(m, w, B, h, l, dz, l > lowest ? dn : NULL, L->n_on ? L->gW : NULL, L->n_on ? L->gb : NULL);
         float *t = d; d = dn; dn = t;
     }
 }
@@ -185,11 +262,17 @@ static void step(den_model *m, int h, const den_opt *opt, float lr) {
 
 /* ---- checks --------------------------------------------------------------------------------- */
 
+/* Do rows of n_features columns hold every input unit the model reads? */
+static int inputs_fit(const den_model *m, int64_t n_features) {
+    if (m->n_layers == 0) return n_features == m->n_input;
+    int64_t px = m->in_pixels;
+    if (n_features % px != 0 || n_features < (int64_t)m->n_input * px) return 0;
+    return m->n_input == 0 || (m->layers[0].src_in[m->n_input - 1] + 1) * px <= n_features;
+}
+
 static den_status check_data(const den_model *m, const den_data *d) {
     if (d->head < 0 || d->head >= m->n_heads || !d->X || d->n < 1) return DEN_EINVAL;
-    if (m->n_layers == 0 ? d->n_features != m->n_input : d->n_features < m->n_input) return DEN_EINVAL;
-    if (m->n_layers > 0 && m->n_input < d->n_features && m->layers[0].src_in[m->n_input - 1] >= d->n_features)
-        return DEN_EINVAL;
+    if (!inputs_fit(m, d->n_features)) return DEN_EINVAL;
     const den_model_layer *H = &m->heads[d->head];
     if (H->kind == DEN_HEAD_SOFTMAX ? !d->ycls : !d->ysig) return DEN_EINVAL;
     if (d->ycls)
@@ -311,7 +394,7 @@ den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_feat
     if (h < 0 || h >= m->n_heads || n < 0) return DEN_EINVAL;
     if (n == 0) return DEN_OK;
     den_data d = {X, n, n_features, NULL, NULL, -1};
-    if (m->n_layers == 0 ? n_features != m->n_input : n_features < m->n_input) return DEN_EINVAL;
+    if (!inputs_fit(m, n_features)) return DEN_EINVAL;
     work w;
     DEN_TRY(work_new(&w, m, n < EVAL_ROWS ? (int)n : EVAL_ROWS, 0));
     const den_model_layer *H = &m->heads[h];
@@ -331,7 +414,7 @@ den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_feat
 }
 
 den_status den_model_features(den_model *m, const float *X, int64_t n, int n_features, int h, float *out) {
-    if (m->n_layers == 0 || h >= m->n_heads || n < 0 || n_features < m->n_input) return DEN_EINVAL;
+    if (m->n_layers == 0 || h >= m->n_heads || n < 0 || !inputs_fit(m, n_features)) return DEN_EINVAL;
     if (n == 0) return DEN_OK;
     den_data d = {X, n, n_features, NULL, NULL, -1};
     int top = m->n_layers - 1, wt = width(m, h, top);
@@ -401,24 +484,30 @@ static void square(float *dst, const float *src, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = src[i] * src[i];
 }
 
-/* Push per-sample logit gradients (w->dlogits) down the network, accumulating their squares'
- * contributions (dense.h: den_dense_fisher_accumulate) into every layer's gW/gb. */
+/* Push per-sample logit gradients (w->dlogits) down the network, accumulating the squares of
+ * every sample's parameter gradients into every layer's gW/gb (dense layers: the
+ * (d o d)^T (a o a) identity of den_dense_fisher_accumulate; conv layers: per sample). */
 static void fisher_pass(den_model *m, work *w, int B, int h) {
     den_model_layer *H = &m->heads[h];
     int NL = m->n_layers;
-    int top_units = units_into(m, h, NL);
+    int top_cols = units_into(m, h, NL) * H->span;
     square(w->dsq, w->dlogits, (int64_t)B * H->n_out);
-    den_dense_fisher_accumulate(H->gW, H->gb, w->dsq, w->sq[NL], B, top_units * H->span, H->n_out, H->cols);
+    den_dense_fisher_accumulate(H->gW, H->gb, w->dsq, w->sq[NL], B, top_cols, H->n_out, H->cols);
     if (NL == 0) return;
     float *d = w->d0, *dn = w->d1;
-    den_dense_backward(d, NULL, NULL, w->dlogits, w->act[NL - 1], H->W, B, top_units * H->span, H->n_out, H->cols);
+    den_dense_backward(d, NULL, NULL, w->dlogits, w->act[NL - 1], H->W, B, top_cols, H->n_out, H->cols);
     for (int l = NL - 1; l >= 0; l--) {
         den_model_layer *L = &m->layers[l];
-        int wl = width(m, h, l), in_cols = units_into(m, h, l) * L->span;
-        den_relu_backward(d, w->act[l], (int64_t)B * wl);
-        square(w->dsq, d, (int64_t)B * wl);
-        den_dense_fisher_accumulate(L->gW, L->gb, w->dsq, w->sq[l], B, in_cols, wl, L->cols);
-        if (l > 0) den_dense_backward(dn, NULL, NULL, d, w->act[l - 1], L->W, B, in_cols, wl, L->cols);
+        int wl = width(m, h, l), cin = units_into(m, h, l);
+        float *dz = through_relu(m, w, B, h, l, d);
+        if (L->op == DEN_OP_CONV) {
+            den_conv_fisher_accumulate(L->gW, L->gb, w->ftmp, w->cols, dz, l > 0 ? w->act[l - 1] : w->x, B, cin,
+                                       L->h, L->w, wl, L->kh, L->kw, L->cols);
+        } else {
+            square(w->dsq, dz, (int64_t)B * wl);
+            den_dense_fisher_accumulate(L->gW, L->gb, w->dsq, w->sq[l], B, cin * L->span, wl, L->cols);
+        }
+        if (l > 0) layer_backward(m, w, B, h, l, dz, dn, NULL, NULL);
         float *t = d; d = dn; dn = t;
     }
 }
@@ -449,8 +538,13 @@ den_status den_model_fisher(den_model *m, const den_data *d, int mode) {
         load_batch(m, &w, d, B);
         forward(m, &w, B, h, 1);
         head_loss(m, &w, B, h, 0); /* probabilities into w.prob */
-        square(w.sq[0], w.x, (int64_t)B * m->n_input);
-        for (int l = 0; l < NL; l++) square(w.sq[l + 1], w.act[l], (int64_t)B * width(m, h, l));
+        /* squared inputs of the dense layers and the head (conv layers work per sample) */
+        for (int l = 0; l <= NL; l++) {
+            if (!w.sq[l]) continue;
+            const float *in = l > 0 ? w.act[l - 1] : w.x;
+            int64_t row = l > 0 ? (int64_t)width(m, h, l - 1) * m->layers[l - 1].out_pixels : (int64_t)m->n_input * m->in_pixels;
+            square(w.sq[l], in, B * row);
+        }
         int dirs = mode == DEN_FISHER_EXACT ? k : 1;
         for (int c = 0; c < dirs; c++) {
             for (int r = 0; r < B; r++) {

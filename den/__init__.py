@@ -12,7 +12,7 @@ den.Progressive. Threads: den.set_num_threads(n) sets the one BLAS thread pool d
 """
 
 from . import _core, datasets, evaluate
-from ._base import Model, load
+from ._base import ALEXNET, LENET, Model, load
 from .baselines import DNN, EWC, L2, MTL, STL, Progressive
 from .expandable import DEN
 from .results import RunResult, run
@@ -36,5 +36,5 @@ def blas_info() -> dict:
     return _core.blas_info()
 
 
-__all__ = ["DEN", "DNN", "EWC", "L2", "MTL", "STL", "Progressive", "Model", "RunResult", "blas_info",
+__all__ = ["ALEXNET", "DEN", "LENET", "DNN", "EWC", "L2", "MTL", "STL", "Progressive", "Model", "RunResult", "blas_info",
            "datasets", "evaluate", "get_num_threads", "load", "run", "set_num_threads"]

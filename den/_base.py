@@ -21,6 +21,11 @@ from ._progress import StageBar
 # kind (as written in files) -> class; filled by Model.__init_subclass__
 MODEL_KINDS: dict = {}
 
+#: A small LeNet-like conv trunk (for tests and quick runs): den.DEN(**den.LENET)
+LENET = {"conv": ((6, 5, 2), (16, 5, 2)), "hidden": (120, 84)}
+#: The paper's modified AlexNet for CIFAR-100: conv 64-128-256-256-128 with 5x5 filters, FC 384-192
+ALEXNET = {"conv": ((64, 5, 2), (128, 5, 2), (256, 5, 1), (256, 5, 1), (128, 5, 2)), "hidden": (384, 192)}
+
 
 class Model:
     """Base class of den's continual learners (DEN and the baselines).
@@ -29,6 +34,11 @@ class Model:
     --------------------------------
     hidden : tuple of int
         Widths of the fully connected ReLU trunk (the paper's base network is (312, 128)).
+    conv : None, or a sequence of (filters, kernel, pool) conv layers before the dense ones,
+        e.g. den.LENET["conv"]; kernels are odd and square with "same" padding, pool is the
+        max-pooling window after the layer's ReLU (1: none). Tasks then need an input_shape.
+    input_shape : (channels, height, width) of each row of X for a conv trunk; by default
+        taken from the first task (a 4-d X, or fit_task's input_shape).
     head : {"sigmoid", "softmax"}
         Default head kind for tasks whose kind is not given to ``fit_task``: k independent
         sigmoid outputs with binary cross-entropy (the paper's and the reference code's choice),
@@ -48,9 +58,11 @@ class Model:
         super().__init_subclass__(**kwargs)
         MODEL_KINDS[cls.kind] = cls
 
-    def __init__(self, hidden=(312, 128), *, head="sigmoid", epochs=10, batch_size=128, lr=1e-3,
-                 optimizer="adam", lr_decay=1.0, seed=0, progress=False):
+    def __init__(self, hidden=(312, 128), *, conv=None, input_shape=None, head="sigmoid", epochs=10,
+                 batch_size=128, lr=1e-3, optimizer="adam", lr_decay=1.0, seed=0, progress=False):
         self.hidden = check.widths(hidden)
+        self.conv = check.conv_spec(conv)
+        self.input_shape = None if input_shape is None else check.shape3(input_shape, "input_shape")
         self.head = check.head_kind(head)
         self.epochs = check.number(epochs, "epochs", low=0, integer=True)
         self.batch_size = check.number(batch_size, "batch_size", low=1, integer=True)
@@ -84,7 +96,7 @@ class Model:
         out = {}
         for name in self._param_names():
             value = getattr(self, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
+            out[name] = _plain(value)
         return out
 
     def __repr__(self):
@@ -107,24 +119,30 @@ class Model:
         """The head kind and width of a learned task."""
         return dict(self._tasks[self._check_task(task)])
 
-    def fit_task(self, X, y, X_val=None, y_val=None, *, n_outputs=None, head=None) -> int:
+    @property
+    def layer_sizes(self) -> tuple:
+        """Units of every trunk layer of the base network: conv filters, then dense widths."""
+        return tuple(c[0] for c in self.conv) + self.hidden
+
+    def fit_task(self, X, y, X_val=None, y_val=None, *, n_outputs=None, head=None, input_shape=None) -> int:
         """Learn one more task; returns its task id (0, 1, ...).
 
         X : (n, d) inputs. y : (n,) integer class labels, or (n, k) 0/1 targets for sigmoid
         heads. X_val, y_val : validation data (DEN uses it to decide on expansion).
         n_outputs : head width k (default: inferred from y, see ``den._validate.infer_outputs``).
         head : "sigmoid" or "softmax" (default: the model's ``head``).
+        input_shape : (C, H, W) of each row of X, for conv trunks (or pass X as (n, C, H, W)).
         If anything fails or is interrupted, the model is left exactly as it was.
         """
         if not self.incremental:
             raise TypeError(f"{type(self).__name__} learns all tasks jointly: use fit_all(tasks)")
-        task = self._prepare(X, y, X_val, y_val, n_outputs, head)
+        task = self._prepare(X, y, X_val, y_val, n_outputs, head, input_shape=input_shape)
         return self._transaction(lambda: self._learn(task))
 
     def predict_proba(self, X, task) -> np.ndarray:
         """Probabilities (n, k) of task `task`'s head for inputs X."""
         t = self._check_task(task)
-        X = check.inputs(X, "X", self._n_features, min_rows=0)
+        X = check.inputs(self._flatten(X, None, "X")[0], "X", self._n_features, min_rows=0)
         return self._predict(X, t)
 
     def predict(self, X, task) -> np.ndarray:
@@ -143,29 +161,31 @@ class Model:
         if self._n_features is None:
             raise RuntimeError("no task learned yet: the input width is unknown")
         k = n_outputs if n_outputs is not None else self._tasks[0]["n_outputs"]
-        sizes = [self._n_features, *self.hidden, k]
-        return int(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])))
+        total, units, pixels = 0, self._n_features, 1
+        if self.conv:
+            c, h, w = self.input_shape
+            units, pixels = c, h * w
+            for filters, kernel, pool in self.conv:
+                total += filters * (units * kernel * kernel + 1)
+                h, w = h // pool, w // pool
+                units, pixels = filters, h * w
+        for width in (*self.hidden, k):
+            total += width * (units * pixels + 1)
+            units, pixels = width, 1
+        return int(total)
 
     def save(self, path):
         """Write the whole model to `path` (atomic; no pickle). Read it back with den.load."""
-        arrays, sizes = {}, {}
+        arrays, nets = {}, {}
         for name, net in self._nets.items():
-            state = net.get_state()
-            sizes[name] = [len(state["layers"]), len(state["heads"])]
-            for part in ("layers", "heads"):
-                for i, layer in enumerate(state[part]):
-                    for key in ("W", "b", "mask", "stamp"):
-                        arrays[f"{name}/{part}/{i}/{key}"] = layer[key]
-                    if part == "heads":
-                        arrays[f"{name}/{part}/{i}/kind"] = np.array(layer["kind"] == "softmax")
-            arrays[f"{name}/n_input"] = np.array(state["n_input"], dtype=np.int64)
+            nets[name] = _split_state(net.get_state(), name, arrays)
         meta = {
             "params": self.get_params(),
             "tasks": self._tasks,
             "n_features": self._n_features,
             "history": self.history,
             "extra": self._extra_state(),
-            "nets": sizes,
+            "nets": nets,
         }
         _io.write_model(path, self.kind, meta, arrays)
 
@@ -175,17 +195,8 @@ class Model:
         model._tasks = meta["tasks"]
         model._n_features = meta["n_features"]
         model.history = meta["history"]
-        nets = {}
-        for name, (n_layers, n_heads) in meta["nets"].items():
-            state = {"n_input": int(arrays[f"{name}/n_input"]), "layers": [], "heads": []}
-            for part, count in (("layers", n_layers), ("heads", n_heads)):
-                for i in range(count):
-                    layer = {key: arrays[f"{name}/{part}/{i}/{key}"] for key in ("W", "b", "mask", "stamp")}
-                    if part == "heads":
-                        layer["kind"] = "softmax" if bool(arrays[f"{name}/{part}/{i}/kind"]) else "sigmoid"
-                    state[part].append(layer)
-            nets[name] = _core.Net.from_state(state)
-        model._nets = nets
+        model._nets = {name: _core.Net.from_state(_join_state(skeleton, arrays))
+                       for name, skeleton in meta["nets"].items()}
         model._set_extra_state(meta["extra"])
         return model
 
@@ -197,7 +208,7 @@ class Model:
         DEN-Finetune override this to train on all of them together."""
         for task in tasks:
             self.fit_task(task.X_train, task.y_train, task.X_val, task.y_val,
-                          n_outputs=task.n_outputs, head=task.head)
+                          n_outputs=task.n_outputs, head=task.head, input_shape=getattr(task, "input_shape", None))
         return self
 
     def _learn(self, task) -> int:
@@ -217,8 +228,10 @@ class Model:
     def _set_extra_state(self, extra):
         pass
 
-    def _new_net(self, widths=None, stream=0):
-        return _core.Net(self._n_features, list(widths or self.hidden), seed=self._seed("net", stream))
+    def _new_net(self, stream=0):
+        """A fresh trunk of the base architecture (no heads)."""
+        return _core.Net(self._n_features, list(self.hidden), seed=self._seed("net", stream),
+                         conv=[list(c) for c in self.conv] or None, input_shape=self.input_shape)
 
     def _seed(self, *parts) -> int:
         """A seed derived deterministically from the model's seed and labels (task, stage...)."""
@@ -253,21 +266,45 @@ class Model:
             self.__dict__.update(saved)
             raise
 
-    def _prepare(self, X, y, X_val, y_val, n_outputs, head, name=""):
+    def _flatten(self, X, input_shape, name):
+        """Conv trunks: (X as rows, the image shape) from a 4-d X or an explicit input_shape,
+        checked against the model's; dense trunks take X as it is. Changes nothing."""
+        if not self.conv:
+            return X, None
+        arr = np.asarray(X)
+        shape = tuple(arr.shape[1:]) if arr.ndim == 4 else None
+        if input_shape is not None:
+            given = check.shape3(input_shape, "input_shape")
+            if shape is not None and shape != given:
+                raise ValueError(f"{name} has images of shape {shape} but input_shape is {given}")
+            shape = given
+        if shape is None:
+            shape = self.input_shape
+        if shape is None:
+            raise ValueError(f"a conv trunk needs the image shape: pass {name} as (n, C, H, W) or input_shape")
+        if self.input_shape is not None and shape != self.input_shape:
+            raise ValueError(f"{name} has images of shape {shape}, the model was built for {self.input_shape}")
+        return (arr.reshape(arr.shape[0], -1) if arr.ndim == 4 else arr), shape
+
+    def _prepare(self, X, y, X_val, y_val, n_outputs, head, name="", input_shape=None):
         """Check one task's data; returns a dict with core-ready arrays and the head spec."""
         head = check.head_kind(self.head if head is None else head, f"{name}head")
+        X, shape = self._flatten(X, input_shape, f"{name}X")
         X = check.inputs(X, f"{name}X", self._n_features)
+        if shape is not None and X.shape[1] != int(np.prod(shape)):
+            raise ValueError(f"{name}X has {X.shape[1]} features, but images of shape {shape} have "
+                             f"{int(np.prod(shape))}")
         y = check.labels(y, f"{name}y", X.shape[0])
         k = check.infer_outputs(y, head) if n_outputs is None else check.number(
             n_outputs, f"{name}n_outputs", low=1, integer=True)
         if head == "softmax" and k < 2:
             raise ValueError(f"{name}n_outputs: a softmax head needs at least 2 outputs, got {k}")
         Y = check.targets(y, f"{name}y", head, k)
-        task = {"X": X, "Y": Y, "n_outputs": k, "head": head, "X_val": None, "Y_val": None}
+        task = {"X": X, "Y": Y, "n_outputs": k, "head": head, "X_val": None, "Y_val": None, "input_shape": shape}
         if (X_val is None) != (y_val is None):
             raise ValueError(f"{name}X_val and {name}y_val must be given together")
         if X_val is not None:
-            Xv = check.inputs(X_val, f"{name}X_val", X.shape[1])
+            Xv = check.inputs(self._flatten(X_val, shape, f"{name}X_val")[0], f"{name}X_val", X.shape[1])
             yv = check.labels(y_val, f"{name}y_val", Xv.shape[0])
             task["X_val"], task["Y_val"] = Xv, check.targets(yv, f"{name}y_val", head, k)
         return task
@@ -276,6 +313,8 @@ class Model:
         """Register a prepared task (inside the transaction) and return its id."""
         if self._n_features is None:
             self._n_features = task["X"].shape[1]
+            if self.conv:
+                self.input_shape = task["input_shape"]
         self._tasks.append({"n_outputs": task["n_outputs"], "head": task["head"]})
         self.history.append({"seconds": {}})
         return len(self._tasks) - 1
@@ -287,6 +326,36 @@ class Model:
             raise ValueError(f"unknown task {task}: this model has learned {len(self._tasks)} task(s)"
                              + (f" (ids 0..{len(self._tasks) - 1})" if self._tasks else ""))
         return int(task)
+
+
+def _plain(value):
+    """Tuples (also nested) as lists, so that parameters survive a JSON round trip unchanged."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _split_state(state, prefix, arrays):
+    """Net.get_state() -> a JSON skeleton, its arrays moved into `arrays` under path-like names."""
+    if isinstance(state, np.ndarray):
+        arrays[prefix] = state
+        return {"$array": prefix}
+    if isinstance(state, dict):
+        return {k: _split_state(v, f"{prefix}/{k}", arrays) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_split_state(v, f"{prefix}/{i}", arrays) for i, v in enumerate(state)]
+    return state
+
+
+def _join_state(skeleton, arrays):
+    """The inverse of _split_state."""
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {"$array"}:
+            return arrays[skeleton["$array"]]
+        return {k: _join_state(v, arrays) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [_join_state(v, arrays) for v in skeleton]
+    return skeleton
 
 
 def load(path) -> Model:

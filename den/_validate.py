@@ -134,3 +134,33 @@ def widths(hidden, name="hidden"):
     if not out:
         raise ValueError(f"{name} needs at least one hidden layer")
     return tuple(number(w, f"{name}[{i}]", low=1, integer=True) for i, w in enumerate(out))
+
+
+def shape3(shape, name):
+    """An image shape (channels, height, width) of positive ints."""
+    try:
+        out = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be (channels, height, width), got {shape!r}") from None
+    if len(out) != 3:
+        raise ValueError(f"{name} must be (channels, height, width), got {shape!r}")
+    return tuple(number(v, f"{name}[{i}]", low=1, integer=True) for i, v in enumerate(out))
+
+
+def conv_spec(conv):
+    """None or a sequence of (filters, kernel, pool): returns a tuple of int triples."""
+    if conv is None:
+        return ()
+    try:
+        layers = [tuple(c) for c in conv]
+    except TypeError:
+        raise TypeError(f"conv must be a sequence of (filters, kernel, pool), got {conv!r}") from None
+    out = []
+    for i, c in enumerate(layers):
+        if len(c) != 3:
+            raise ValueError(f"conv[{i}] must be (filters, kernel, pool), got {c!r}")
+        filters, kernel, pool = (number(v, f"conv[{i}]", low=1, integer=True) for v in c)
+        if kernel % 2 == 0:
+            raise ValueError(f"conv[{i}]: kernel {kernel} must be odd ('same' padding)")
+        out.append((filters, kernel, pool))
+    return tuple(out)

@@ -186,7 +186,8 @@ class MTL(_SharedTrunk):
             raise ValueError("fit_all needs at least one task")
         if self._tasks:
             raise RuntimeError("this MTL model has already been fitted; make a new one")
-        prepared = [self._prepare(t.X_train, t.y_train, t.X_val, t.y_val, t.n_outputs, t.head, f"tasks[{i}].")
+        prepared = [self._prepare(t.X_train, t.y_train, t.X_val, t.y_val, t.n_outputs, t.head, f"tasks[{i}].",
+                                  input_shape=getattr(t, "input_shape", None))
                     for i, t in enumerate(tasks)]
         widths = {p["X"].shape[1] for p in prepared}
         if len(widths) != 1:
@@ -208,20 +209,22 @@ class Progressive(_SharedTrunk):
     connections, Rusu's Eq. 1) and feeds only columns >= t; only the new column and the new
     head train, so earlier tasks' predictions stay bit-identical.
 
-    column : widths of each new column (default: hidden)."""
+    column : units of each new column per trunk layer, conv filters first (default: the base
+        network's layer sizes)."""
 
     kind = "Progressive"
 
     def __init__(self, hidden=(312, 128), *, column=None, **kwargs):
         super().__init__(hidden, **kwargs)
-        self.column = self.hidden if column is None else check.widths(column, "column")
-        if len(self.column) != len(self.hidden):
-            raise ValueError(f"column must have {len(self.hidden)} layers like hidden, got {len(self.column)}")
+        sizes = self.layer_sizes
+        self.column = sizes if column is None else check.widths(column, "column")
+        if len(self.column) != len(sizes):
+            raise ValueError(f"column must have {len(sizes)} layers like the trunk, got {len(self.column)}")
 
     def _learn(self, task):
         t = self._begin(task)
         if t == 0:
-            self._nets["main"] = self._new_net(self.hidden)
+            self._nets["main"] = self._new_net()
             net, train = self._nets["main"], None
         else:
             net = self._nets["main"]

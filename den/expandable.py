@@ -87,14 +87,15 @@ class DEN(Model):
             raise ValueError(f"expansion must be one of {EXPANSIONS}, got {expansion!r}")
         self.expansion = expansion
         if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-            ks = [k] * len(self.hidden)
+            ks = [k] * len(self.layer_sizes)
         else:
             try:
                 ks = list(k)
             except TypeError:
                 raise TypeError(f"k must be an int or one int per hidden layer, got {k!r}") from None
-        if len(ks) != len(self.hidden):
-            raise ValueError(f"k must be an int or give one count per hidden layer ({len(self.hidden)}), got {k!r}")
+        if len(ks) != len(self.layer_sizes):
+            raise ValueError(f"k must be an int or give one count per trunk layer ({len(self.layer_sizes)}), "
+                             f"got {k!r}")
         ks = [check.number(v, "k", low=0, integer=True) for v in ks]
         if expansion != "none" and not any(ks):
             raise ValueError(f"k = {k!r} adds no unit, but expansion={expansion!r} needs k >= 1")
@@ -159,7 +160,7 @@ class DEN(Model):
             if self.expansion == "constant" or loss > self.tau:
                 self._expand(net, t, task, h, report)
             else:
-                report["added"] = [0] * len(self.hidden)
+                report["added"] = [0] * len(self.layer_sizes)
 
         # 3. split / duplication (Alg. 4)
         if self.split:
@@ -225,7 +226,8 @@ class DEN(Model):
         tasks = list(tasks)
         if len(tasks) != self.n_tasks:
             raise ValueError(f"finish needs the {self.n_tasks} tasks this model learned, got {len(tasks)}")
-        prepared = [self._prepare(x.X_train, x.y_train, None, None, x.n_outputs, x.head, f"tasks[{i}].")
+        prepared = [self._prepare(x.X_train, x.y_train, None, None, x.n_outputs, x.head, f"tasks[{i}].",
+                                  input_shape=getattr(x, "input_shape", None))
                     for i, x in enumerate(tasks)]
         for i, p in enumerate(prepared):
             if p["n_outputs"] != self._tasks[i]["n_outputs"] or p["head"] != self._tasks[i]["head"]:
@@ -274,9 +276,9 @@ class DEN(Model):
         return zeros / allowed if allowed else 0.0
 
     def units_by_task(self) -> np.ndarray:
-        """units[l, t]: units of hidden layer l born at task t (still alive)."""
+        """units[l, t]: units (conv filters first) of trunk layer l born at task t (still alive)."""
         state = self._nets["main"].get_state()
-        out = np.zeros((len(self.hidden), max(self.n_tasks, 1)), dtype=np.int64)
+        out = np.zeros((len(self.layer_sizes), max(self.n_tasks, 1)), dtype=np.int64)
         for l, layer in enumerate(state["layers"]):
             out[l] = np.bincount(layer["stamp"], minlength=out.shape[1])[: out.shape[1]]
         return out

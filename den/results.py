@@ -166,8 +166,8 @@ def run(model, tasks, *, progress=True, dataset="", seed=None) -> RunResult:
     try:
         if model.incremental:
             for i, task in enumerate(tasks):
-                model.fit_task(task.X_train, task.y_train, task.X_val, task.y_val,
-                               n_outputs=task.n_outputs, head=task.head)
+                model.fit_task(task.X_train, task.y_train, task.X_val, task.y_val, n_outputs=task.n_outputs,
+                               head=task.head, input_shape=getattr(task, "input_shape", None))
                 R[i, : i + 1] = evaluate.auroc(model, tasks[: i + 1])
                 capacity[i] = model.n_params()
                 if bar is not None:

@@ -21,7 +21,7 @@ def test_forward_and_loss_match_twin(kind, k, grown):
     X, Y = make_data(40, net.n_input, kind, k)
     state = net.get_state()
     model = twin.gather(state, head)
-    _, logits = twin.forward(model, X)
+    _, logits, _ = twin.forward(model, X)
     np.testing.assert_allclose(net.predict(X, head), twin.probabilities(logits, kind), rtol=1e-5, atol=1e-6)
     assert net.loss(X, Y, head) == pytest.approx(twin.loss(model, X, Y), rel=1e-5)
 

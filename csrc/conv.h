@@ -1,0 +1,55 @@
+/* conv.h: 2-D convolution (stride 1, "same" zero padding, odd square or rectangular kernels),
+ * ReLU and max-pooling kernels, lowered onto OpenBLAS sgemm through im2col.
+ *
+ * Layout: images are (C, H, W) row-major, a batch is (B, C, H, W). A filter bank is the
+ * matrix Wt (F, C * kh * kw) with row stride ldw: filter f's weights for input channel c are the
+ * kh*kw entries starting at column c * kh * kw, so a prefix of the columns is a prefix of the
+ * input channels (the timestamp rule), exactly like a dense layer whose input units own
+ * kh*kw columns each.
+ *
+ * Per sample, forward is one GEMM: out_i (F, H*W) = Wt (F, CKK) @ cols_i (CKK, H*W), with
+ * cols_i = im2col(x_i). Working memory: one cols buffer of C*kh*kw*H*W floats, reused for every
+ * sample, in forward and backward alike (backward recomputes im2col rather than storing it).
+ *
+ * A naive seven-loop convolution stays here as the reference the GEMM version is tested
+ * against (den._core exposes both to the tests).
+ */
+#ifndef DEN_CONV_H
+#define DEN_CONV_H
+
+#include <stdint.h>
+
+/* cols (C*kh*kw, H*W) from x (C, H, W) with zero padding kh/2, kw/2. */
+void den_im2col(float *cols, const float *x, int C, int H, int W, int kh, int kw);
+/* dx (C, H, W) += the columns' contributions (the adjoint of im2col). */
+void den_col2im_add(float *dx, const float *cols, int C, int H, int W, int kh, int kw);
+
+/* out (B, F, H, W) = conv(x, Wt) + b, then ReLU if relu != 0. cols: C*kh*kw*H*W floats. */
+void den_conv_forward(float *out, float *cols, const float *x, const float *Wt, const float *b, int B, int C, int H,
+                      int W, int F, int kh, int kw, int ldw, int relu);
+
+/* Given dout (B, F, H, W), the gradient w.r.t. the pre-activation:
+ *   dW[:F, :C*kh*kw] (row stride ldw) = sum_i dout_i @ cols_i^T   (skipped if dW is NULL)
+ *   db (F) = sums of dout over batch and pixels                   (skipped if db is NULL)
+ *   dx (B, C, H, W) = the input gradient                          (skipped if dx is NULL)
+ * dW, db and dx are written, not accumulated. cols: C*kh*kw*H*W floats. */
+void den_conv_backward(float *dx, float *dW, float *db, float *cols, const float *dout, const float *x,
+                       const float *Wt, int B, int C, int H, int W, int F, int kh, int kw, int ldw);
+
+/* Diagonal Fisher accumulation for a conv layer. Weight sharing makes a sample's gradient a sum
+ * over pixels, so its square is not a sum of squares: per sample, tmp (F, C*kh*kw) =
+ * dout_i @ cols_i^T, then FW += tmp^2 and Fb += (pixel sum of dout_i)^2. tmp: F*C*kh*kw floats. */
+void den_conv_fisher_accumulate(float *FW, float *Fb, float *tmp, float *cols, const float *dout, const float *x,
+                                int B, int C, int H, int W, int F, int kh, int kw, int ldw);
+
+/* Reference: the same forward as seven plain loops (no ReLU). */
+void den_conv_forward_naive(float *out, const float *x, const float *Wt, const float *b, int B, int C, int H, int W,
+                            int F, int kh, int kw, int ldw);
+
+/* Max pooling with a p x p window and stride p (trailing rows/columns that do not fill a window
+ * are dropped): out (B, C, H/p, W/p), arg the flat index (within the (H, W) plane) of each max. */
+void den_maxpool_forward(float *out, int32_t *arg, const float *x, int B, int C, int H, int W, int p);
+/* dx (B, C, H, W) = dout routed back to the max positions (dx is overwritten). */
+void den_maxpool_backward(float *dx, const float *dout, const int32_t *arg, int B, int C, int H, int W, int p);
+
+#endif
