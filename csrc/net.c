@@ -256,15 +256,24 @@ den_status den_net_add_head(den_net *net, int kind, int k, int task, uint64_t se
     return DEN_OK;
 }
 
-/* Append `count` input units (zero, masked by stamp rule) to a reader of new units. */
-static den_status append_input_units(den_net_layer *R, int count, int stamp) {
+/* Append `count` input units to a reader of new units. Readers born before `stamp` may not
+ * read them (mask 0, weight 0); readers born at `stamp` (new units of the layer above, the
+ * task's own head) get random weights like any new weight, N(0, gain / fan_in): a new unit
+ * whose outgoing weights started at zero would get no gradient at all. */
+static den_status append_input_units(den_net_layer *R, int count, int stamp, double gain, den_rng *rng) {
     int old_in = R->n_in;
     DEN_TRY(layer_resize(R, R->n_out, old_in + count));
-    int64_t cols = den_layer_cols(R);
-    for (int r = 0; r < R->n_out; r++)
-        if (R->stamp[r] >= stamp)
-            memset(R->mask + (int64_t)r * cols + (int64_t)old_in * R->span, 1,
-                   (size_t)count * R->span);
+    int64_t cols = den_layer_cols(R), first = (int64_t)old_in * R->span, n = (int64_t)count * R->span;
+    for (int r = 0; r < R->n_out; r++) {
+        if (R->stamp[r] < stamp) continue;
+        uint8_t *m = R->mask + (int64_t)r * cols;
+        float *w = R->W + (int64_t)r * cols;
+        memset(m + first, 1, (size_t)n);
+        int64_t fan_in = 0;
+        for (int64_t c = 0; c < cols; c++) fan_in += m[c];
+        double std = sqrt(gain / (double)fan_in);
+        for (int64_t c = first; c < first + n; c++) w[c] = (float)(std * den_rng_normal(rng));
+    }
     return DEN_OK;
 }
 
@@ -284,7 +293,7 @@ den_status den_net_add_units(den_net *net, const int *count, int stamp, uint64_t
         memset(L->mask + (int64_t)r0 * cols, 1, (size_t)((int64_t)count[l] * cols));
         init_rows(L, r0, 2.0, &rng);
         for (int i = 0; i < reads_layer_count(net, l); i++)
-            DEN_TRY(append_input_units(reader(net, l, i), count[l], stamp));
+            DEN_TRY(append_input_units(reader(net, l, i), count[l], stamp, l + 1 < net->n_layers ? 2.0 : 1.0, &rng));
     }
     return DEN_OK;
 }

@@ -83,8 +83,8 @@ den_status den_net_clone(den_net **out, const den_net *net);
 den_status den_net_add_head(den_net *net, int kind, int k, int task, uint64_t seed, int *index);
 
 /* Append count[l] units to every hidden layer l (bottom-up), stamped `stamp` (must be >= every
- * existing stamp). New units read every unit of the layer below; their outgoing weights start at
- * zero and are allowed only into units and heads stamped >= stamp. */
+ * existing stamp). New units read every unit of the layer below; their outgoing weights are
+ * allowed only into units and heads stamped >= stamp, and start random there (zero elsewhere). */
 den_status den_net_add_units(den_net *net, const int *count, int stamp, uint64_t seed);
 
 /* Keep only units with keep[l][i] != 0 in each hidden layer l (keep[l] NULL keeps the layer

@@ -27,7 +27,14 @@ static void step_span(const den_opt *o, float wd, float pull, float l1thr, float
             float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
             m[i] = mi;
             v[i] = vi;
-            w[i] -= step * mi / (sqrtf(vi * inv_bc2) + eps);
+            float d = sqrtf(vi * inv_bc2) + eps; /* Adam's per-weight metric */
+            float x = w[i] - step * mi / d;
+            if (l1thr > 0.0f) {
+                /* the L1 prox in the same metric: threshold lr * mu / d */
+                float t = l1thr / d;
+                x = x > t ? x - t : (x < -t ? x + t : 0.0f);
+            }
+            w[i] = x;
         }
     } else {
         const float mom = o->momentum;
@@ -39,15 +46,22 @@ static void step_span(const den_opt *o, float wd, float pull, float l1thr, float
                 gi = mom * m[i] + gi;
                 m[i] = gi;
             }
-            w[i] -= lr * gi;
+            float x = w[i] - lr * gi;
+            if (l1thr > 0.0f) x = x > l1thr ? x - l1thr : (x < -l1thr ? x + l1thr : 0.0f);
+            w[i] = x;
         }
     }
-    if (l1thr > 0.0f) {
-        for (int i = 0; i < n; i++) {
-            float x = w[i];
-            w[i] = x > l1thr ? x - l1thr : (x < -l1thr ? x + l1thr : 0.0f);
-        }
-    }
+}
+
+/* Mean of Adam's metric sqrt(v_hat) + eps over a group (1 for SGD): the group prox threshold
+ * is divided by it, as the L1 threshold is by each weight's own. */
+static float group_metric(const den_opt *o, const float *v, int n, const float *vb) {
+    if (o->kind != DEN_OPT_ADAM) return 1.0f;
+    double s = 0.0;
+    float inv_bc2 = 1.0f / o->bc2;
+    for (int i = 0; i < n; i++) s += sqrtf(v[i] * inv_bc2) + o->eps;
+    if (vb) s += sqrtf(*vb * inv_bc2) + o->eps;
+    return (float)(s / (double)(n + (vb != NULL)));
 }
 
 void den_optim_step(const den_opt *opt, const den_reg *reg, const den_block *blk) {
@@ -82,7 +96,8 @@ void den_optim_step(const den_opt *opt, const den_reg *reg, const den_block *blk
             for (int i = 0; i < blk->cols; i++) sq += (double)w[i] * w[i];
             if (blk->b) sq += (double)blk->b[r] * blk->b[r];
             double norm = sqrt(sq);
-            float f = norm > gthr ? (float)(1.0 - gthr / norm) : 0.0f;
+            double thr = gthr / group_metric(opt, v, blk->cols, blk->b ? blk->vb + r : NULL);
+            float f = norm > thr ? (float)(1.0 - thr / norm) : 0.0f;
             for (int i = 0; i < blk->cols; i++) w[i] *= f;
             if (blk->b) blk->b[r] *= f;
         }

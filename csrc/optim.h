@@ -9,11 +9,18 @@
  *                               L2 to previous weights (c = 1: pull = 2 lambda for
  *                               lambda ||W - W_prev||^2) or EWC (c = Fisher, pull = lambda)
  *   g *= mask                   structurally absent weights get no gradient (and stay 0)
- *   Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr (m/bc1) / (sqrt(v/bc2) + eps)
- *   SGD:  m = momentum m + g (if momentum > 0, else m = g); w -= lr m
- *   L1 proximal soft-threshold: w = sign(w) max(|w| - lr l1, 0)           (exact zeros)
- *   group lasso proximal step on the row's group (its weights and bias):
- *       (w, b) *= max(0, 1 - lr group / ||(w, b)||_2)                      (exact zero rows)
+ *   Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; d = sqrt(v/bc2) + eps;
+ *         w -= lr (m/bc1) / d
+ *   SGD:  m = momentum m + g (if momentum > 0, else m = g); w -= lr m;  d = 1
+ *   L1 proximal soft-threshold: w = sign(w) max(|w| - lr l1 / d, 0)       (exact zeros)
+ *   group lasso proximal step on the row's group (its weights and bias), with dbar the
+ *   group's mean d:  (w, b) *= max(0, 1 - lr group / (dbar ||(w, b)||_2))  (exact zero rows)
+ * The proximal steps are taken in the optimizer's own metric d (Adam scales each weight's
+ * step by 1/d, so its prox must too). This keeps l1 and group on the scale of the objective
+ * loss + l1 ||W||_1 + group sum_g ||W_g||_2 for every optimizer: a zero weight stays zero while
+ * its loss gradient is smaller than l1, as in plain proximal gradient descent. (A threshold of
+ * lr * l1 alone would, under Adam, compare l1 with a normalised step and mean something else
+ * for every problem.)
  * Rows with row_on[r] == 0 are not touched at all (frozen units).
  */
 #ifndef DEN_OPTIM_H

@@ -10,7 +10,7 @@ import pytest
 import den
 from conftest import same_state
 
-BASE = {"hidden": (32, 16), "epochs": 20, "batch_size": 32, "lr": 0.005, "l1": 0.1, "seed": 0}
+BASE = {"hidden": (32, 16), "epochs": 20, "batch_size": 32, "lr": 0.005, "l1": 1e-3, "group_lasso": 1e-3, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_expansion_triggers_on_a_new_task_not_on_a_copy(copy_and_new):
 
 
 def test_pruned_units_are_gone(tasks):
-    m = den.DEN(**BASE, tau=0.0, group_lasso=0.5, split=False)
+    m = den.DEN(**{**BASE, "group_lasso": 0.05}, tau=0.0, split=False)
     for t in tasks[:2]:
         fit(m, t)
     net = m._nets["main"]
@@ -132,7 +132,7 @@ def test_earlier_tasks_drift_within_a_stated_bound(tasks):
     r = den.run(den.DEN(**BASE, tau=0.6), tasks, progress=False)
     drop = r.auroc[0, 0] - r.auroc[-1, 0]
     assert drop <= 0.01, r.auroc
-    dnn = den.run(den.DNN(**{k: v for k, v in BASE.items() if k != "l1"}), tasks, progress=False)
+    dnn = den.run(den.DNN(**{k: v for k, v in BASE.items() if k not in ("l1", "group_lasso")}), tasks, progress=False)
     assert dnn.auroc[0, 0] - dnn.auroc[-1, 0] > drop
 
 

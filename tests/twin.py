@@ -306,8 +306,9 @@ def optim_step(blk, gW, gb, state, opt, reg, rows, cols):
             g[:ac] += reg.get("pull", 0.0) * c * (W[r, :ac] - blk["aW"][r, :ac])
         g = g * blk["mask"][r, :cols]
         W[r, :cols] = _update(W[r, :cols], g, state["mW"][r, :cols], state["vW"][r, :cols], opt, t)
-        thr = lr * reg.get("l1", 0.0)
-        if thr > 0:
+        d = _metric(state["vW"][r, :cols], opt, t)
+        thr = lr * reg.get("l1", 0.0) / d
+        if reg.get("l1", 0.0) > 0:
             W[r, :cols] = np.sign(W[r, :cols]) * np.maximum(np.abs(W[r, :cols]) - thr, 0.0)
         # bias: pull only
         gbr = np.array([gb[r]])
@@ -315,12 +316,21 @@ def optim_step(blk, gW, gb, state, opt, reg, rows, cols):
             c = 1.0 if blk["cb"] is None else blk["cb"][r]
             gbr += reg.get("pull", 0.0) * c * (b[r] - blk["ab"][r])
         b[r:r + 1] = _update(b[r:r + 1], gbr, state["mb"][r:r + 1], state["vb"][r:r + 1], opt, t)
-        gthr = lr * reg.get("group", 0.0)
-        if gthr > 0:
+        if reg.get("group", 0.0) > 0:
+            dbar = np.mean(np.append(_metric(state["vW"][r, :cols], opt, t) * np.ones(cols),
+                                     _metric(state["vb"][r:r + 1], opt, t)))
+            gthr = lr * reg["group"] / dbar
             norm = np.sqrt(np.sum(W[r, :cols] ** 2) + b[r] ** 2)
             f = 1.0 - gthr / norm if norm > gthr else 0.0
             W[r, :cols] *= f
             b[r] *= f
+
+
+def _metric(v, opt, t):
+    """The optimizer's per-weight metric d: Adam's sqrt(v_hat) + eps, 1 for SGD."""
+    if opt["kind"] != "adam":
+        return 1.0
+    return np.sqrt(v / (1 - opt.get("beta2", 0.999) ** t)) + opt.get("eps", 1e-8)
 
 
 def _update(w, g, m, v, opt, t):
