@@ -20,6 +20,15 @@ from .results import RunResult, run
 __version__ = "0.1.0"
 
 
+def __getattr__(name):
+    # den.plots needs matplotlib; import it on first use rather than with den
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'den' has no attribute {name!r}")
+
+
 def set_num_threads(n: int) -> None:
     """Threads of the OpenBLAS pool that all of den's matrix products use (den starts no other
     threads). Same effect as OPENBLAS_NUM_THREADS at start-up or threadpoolctl's limits."""

@@ -153,7 +153,7 @@ def _compare(args):
                 print(f"seed {seed}: {MODELS[name]}", file=sys.stderr)
             r = den.run(model, tasks, progress=not args.quiet, dataset=args.dataset, seed=seed)
             results.append(r)
-    print(comparison_table(results, stl=next((r for r in results if r.model == "STL"), None)))
+    print(comparison_table(results))
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -189,7 +189,8 @@ def summarize(results):
     return out
 
 
-def comparison_table(results, stl=None):
+def comparison_table(results):
+    """A markdown table of summarize(results): one row per model (label)."""
     rows = summarize(results)
     lines = ["| model | seeds | mean AUROC | capacity (x base) | capacity (x STL) | seconds |",
              "|---|---|---|---|---|---|"]

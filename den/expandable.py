@@ -118,9 +118,9 @@ class DEN(Model):
         else:
             self._next_task(t, task)
         net = self._nets["main"]
-        if t > 0 and self.expansion == "dynamic":
-            self._prune_born(t)
         report = self.history[t]
+        if self.expansion != "constant":  # DEN-Constant keeps what it adds, by definition
+            report["removed_dead"] = self._prune()
         report["units"] = list(net.widths)
         report["sparsity"] = self._sparsity()
         return t
@@ -183,7 +183,8 @@ class DEN(Model):
                     train=new, layer_reg=reg, head_reg={"l1": self.l1})
         report["added"] = list(self._k)
         if self.expansion == "dynamic":
-            report["kept"] = self._prune_born(t)
+            self._prune(born=t)
+            report["kept"] = [int((layer["stamp"] == t).sum()) for layer in net.get_state()["layers"]]
 
     def _split(self, net, prev, t, data, h, report):
         eq6 = {"layer_reg": {"l1": self.l1, "pull": 2.0 * self.l2_prev}, "head_reg": {"l1": self.l1}, "anchor": prev}
@@ -207,16 +208,24 @@ class DEN(Model):
         self._train(net, data, task=t, stage="split-retrain", epochs=self._epochs("split"), units=units,
                     inputs=inputs, train=[~o for o in originals], **eq6)
 
-    def _prune_born(self, t):
-        """Remove units born at task t that ended up dead (all-zero incoming group, or no
-        nonzero outgoing weight); repeat until none is left. Returns units born at t per layer."""
+    def _prune(self, born=None):
+        """Remove dead units (all-zero incoming group, or no nonzero outgoing weight), only those
+        born at task `born` if given; repeat until none is left (a removal can kill the units
+        feeding it). Exact: a dead unit changes no task's prediction. Returns units removed per
+        layer."""
         net = self._nets["main"]
+        removed = [0] * net.n_layers
         while True:
             stamps = [layer["stamp"] for layer in net.get_state()["layers"]]
-            keep = [~(net.dead_units(l) & (s == t)) for l, s in enumerate(stamps)]
-            if all(k.all() for k in keep):
-                return [int((s == t).sum()) for s in stamps]
-            net.remove_units([k if not k.all() else None for k in keep])
+            dead = [net.dead_units(l) & (True if born is None else s == born) for l, s in enumerate(stamps)]
+            # never empty a layer: keep its first unit even if dead
+            for l, d in enumerate(dead):
+                if d.all():
+                    d[0] = False
+            if not any(d.any() for d in dead):
+                return removed
+            net.remove_units([~d if d.any() else None for d in dead])
+            removed = [r + int(d.sum()) for r, d in zip(removed, dead)]
 
     def finish(self, tasks) -> bool:
         """DEN-Finetune: fine-tune the learned structure on all tasks jointly (timestamps

@@ -30,6 +30,8 @@ def figures(results, task=0):
         aucs = np.array([r.mean_auroc for r in rs])
         ax_b.errorbar(caps.mean(), aucs.mean(), xerr=caps.std(), yerr=aucs.std(), fmt="o", color=color,
                       label=name, capsize=3)
+        ax_b.annotate(name, (caps.mean(), aucs.mean()), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                      color=color)
         if task < T:
             drift = np.array([r.auroc[:, task] for r in rs])
             _band(ax_c, x, drift, color, name, marker=".")

@@ -142,7 +142,7 @@ def _fill(x):
     return [_fill(v) if isinstance(v, list) else (np.nan if v is None else v) for v in x]
 
 
-def run(model, tasks, *, progress=True, dataset="", seed=None) -> RunResult:
+def run(model, tasks, *, progress=True, dataset="", seed=None, name=None) -> RunResult:
     """Learn `tasks` in order with `model` and measure what the paper measures.
 
     After each task i the model is scored on every task learned so far (test AUROC), giving
@@ -162,7 +162,7 @@ def run(model, tasks, *, progress=True, dataset="", seed=None) -> RunResult:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=T, desc=type(model).__name__, unit="task")
+        bar = tqdm(total=T, desc=name or type(model).__name__, unit="task")
     try:
         if model.incremental:
             for i, task in enumerate(tasks):
@@ -189,7 +189,7 @@ def run(model, tasks, *, progress=True, dataset="", seed=None) -> RunResult:
             bar.close()
     total = time.perf_counter() - start
     return RunResult(
-        model=type(model).__name__,
+        model=name or type(model).__name__,
         params=model.get_params(),
         auroc=R,
         capacity=capacity,
