@@ -19,7 +19,8 @@ typedef enum {
     DEN_EINVAL = 2,      /* an argument is out of range or inconsistent */
     DEN_EINTR = 3,       /* the poll callback asked training to stop (Ctrl-C) */
     DEN_ENONFINITE = 4,  /* training produced NaN/inf (diverged): lower the learning rate */
-    DEN_ETOOBIG = 5      /* a size does not fit the index types BLAS uses */
+    DEN_ETOOBIG = 5,     /* a size does not fit: more than 2**31 - 1 weights in a layer, 2**24 units */
+    DEN_EOVERFLOW = 6    /* inference produced NaN/inf: inputs (or weights) too large for float32 */
 } den_status;
 
 /* Head kinds: k independent sigmoids with binary cross-entropy, or one k-way softmax. */

@@ -31,7 +31,8 @@ const char *den_status_str(den_status s) {
         case DEN_EINVAL: return "invalid argument";
         case DEN_EINTR: return "interrupted";
         case DEN_ENONFINITE: return "training diverged (loss became NaN or inf); lower the learning rate";
-        case DEN_ETOOBIG: return "size too large for 32-bit BLAS indices";
+        case DEN_ETOOBIG: return "too large: a layer may hold at most 2**31 - 1 weights and 2**24 units";
+        case DEN_EOVERFLOW: return "activations overflowed float32 (NaN or inf): the inputs are too large";
     }
     return "unknown error";
 }
@@ -43,7 +44,8 @@ static PyObject *raise_status(den_status s, const char *what) {
     switch (s) {
         case DEN_ENOMEM: PyErr_Format(PyExc_MemoryError, "%s: out of memory", what); break;
         case DEN_EINTR: PyErr_SetNone(PyExc_KeyboardInterrupt); break;
-        case DEN_ENONFINITE: PyErr_Format(PyExc_FloatingPointError, "%s: %s", what, den_status_str(s)); break;
+        case DEN_ENONFINITE:
+        case DEN_EOVERFLOW: PyErr_Format(PyExc_FloatingPointError, "%s: %s", what, den_status_str(s)); break;
         case DEN_ETOOBIG: PyErr_Format(PyExc_OverflowError, "%s: %s", what, den_status_str(s)); break;
         default: PyErr_Format(PyExc_ValueError, "%s: %s", what, den_status_str(s)); break;
     }
@@ -121,6 +123,13 @@ static PyArrayObject *want_array(PyObject *obj, const char *name, int typenum, i
     return a;
 }
 
+/* ValueError "<name> = <value> must be <what>" (PyErr_Format has no %g). */
+static PyObject *bad_double(const char *name, double value, const char *what) {
+    char v[32];
+    snprintf(v, sizeof v, "%g", value);
+    return PyErr_Format(PyExc_ValueError, "%s = %s must be %s", name, v, what);
+}
+
 static int check_finite(PyArrayObject *a, const char *name) {
     const float *p = PyArray_DATA(a);
     npy_intp n = PyArray_SIZE(a);
@@ -168,8 +177,10 @@ static PyArrayObject *want_targets(PyObject *obj, const char *name, const den_ne
     const float *y = PyArray_DATA(a);
     for (npy_intp i = 0; i < n * H->n_out; i++)
         if (!(y[i] >= 0.0f && y[i] <= 1.0f)) {
-            PyErr_Format(PyExc_ValueError, "%s must hold sigmoid targets in [0, 1]; flat index %zd is %g", name,
-                         (Py_ssize_t)i, (double)y[i]);
+            char v[32];
+            snprintf(v, sizeof v, "%g", (double)y[i]);
+            PyErr_Format(PyExc_ValueError, "%s must hold sigmoid targets in [0, 1]; flat index %zd is %s", name,
+                         (Py_ssize_t)i, v);
             return NULL;
         }
     return a;
@@ -974,11 +985,11 @@ static PyObject *Net_train(NetObject *self, PyObject *args, PyObject *kwds) {
     den_net *net = self->net;
     if (epochs < 0 || epochs > 1000000) return PyErr_Format(PyExc_ValueError, "epochs = %d must be in 0..1000000", epochs);
     if (batch_size < 1) return PyErr_Format(PyExc_ValueError, "batch_size = %d must be >= 1", batch_size);
-    if (!(lr > 0.0) || !isfinite(lr)) return PyErr_Format(PyExc_ValueError, "lr = %g must be a finite number > 0", lr);
-    if (!(lr_decay > 0.0 && lr_decay <= 1.0)) return PyErr_Format(PyExc_ValueError, "lr_decay = %g must be in (0, 1]", lr_decay);
+    if (!(lr > 0.0) || !isfinite(lr)) return bad_double("lr", lr, "a finite number > 0");
+    if (!(lr_decay > 0.0 && lr_decay <= 1.0)) return bad_double("lr_decay", lr_decay, "in (0, 1]");
     if (!(beta1 >= 0.0 && beta1 < 1.0) || !(beta2 >= 0.0 && beta2 < 1.0) || !(eps > 0.0) || !isfinite(eps))
         return PyErr_Format(PyExc_ValueError, "Adam needs 0 <= beta1, beta2 < 1 and eps > 0");
-    if (!(momentum >= 0.0 && momentum < 1.0)) return PyErr_Format(PyExc_ValueError, "momentum = %g must be in [0, 1)", momentum);
+    if (!(momentum >= 0.0 && momentum < 1.0)) return bad_double("momentum", momentum, "in [0, 1)");
     if (!(poll_interval > 0.0)) return PyErr_Format(PyExc_ValueError, "poll_interval must be > 0");
     int opt_kind = strcmp(opt_s, "adam") == 0 ? DEN_OPT_ADAM : strcmp(opt_s, "sgd") == 0 ? DEN_OPT_SGD : -1;
     if (opt_kind < 0) return PyErr_Format(PyExc_ValueError, "optimizer must be 'adam' or 'sgd', got '%s'", opt_s);

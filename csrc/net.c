@@ -29,7 +29,8 @@ static void layer_free(den_net_layer *L) {
  * dense when like is NULL. */
 static den_status layer_alloc(den_net_layer *L, int n_out, int n_in, int span, int kind, const den_net_layer *like) {
     int64_t cols = (int64_t)n_in * span;
-    if (n_out < 0 || n_in < 0 || span < 1 || n_out > DEN_MAX_UNITS || !den_fits_int(cols))
+    if (n_out < 0 || n_in < 0 || span < 1 || n_out > DEN_MAX_UNITS || !den_fits_int(cols) ||
+        !den_fits_int((int64_t)n_out * cols))
         return DEN_ETOOBIG;
     memset(L, 0, sizeof *L);
     if (like) {
@@ -420,8 +421,11 @@ den_status den_net_restore_units(den_net *net, const den_net *prev, const uint8_
         for (int i = 0; i < L->n_out; i++) {
             if (!which[l][i]) continue;
             float *w = L->W + (int64_t)i * cols;
+            const uint8_t *m = L->mask + (int64_t)i * cols;
             memcpy(w, P->W + (int64_t)i * pc, (size_t)pc * sizeof(float));
             memset(w + pc, 0, (size_t)(cols - pc) * sizeof(float));
+            for (int64_t c = 0; c < pc; c++)
+                if (!m[c]) w[c] = 0.0f; /* the mask invariant holds whatever prev was */
             L->b[i] = P->b[i];
         }
     }

@@ -371,6 +371,16 @@ den_status den_model_train(den_model *m, const den_data *data, int n_data, const
 
 /* ---- inference ------------------------------------------------------------------------------ */
 
+static int all_finite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static int block_finite(const den_model_layer *L) {
+    return all_finite(L->gW, (int64_t)L->n_out * L->cols) && all_finite(L->gb, L->n_out);
+}
+
 #define EVAL_ROWS 256
 
 den_status den_model_loss(den_model *m, const den_data *d, double *loss) {
@@ -387,7 +397,7 @@ den_status den_model_loss(den_model *m, const den_data *d, double *loss) {
     }
     work_free(&w);
     *loss = sum / (double)d->n;
-    return DEN_OK;
+    return isfinite(*loss) ? DEN_OK : DEN_EOVERFLOW;
 }
 
 den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_features, int h, float *prob) {
@@ -408,6 +418,10 @@ den_status den_model_predict(den_model *m, const float *X, int64_t n, int n_feat
             den_softmax(out, w.logits, b, H->n_out);
         else
             den_sigmoid(out, w.logits, (int64_t)b * H->n_out);
+        if (!all_finite(out, (int64_t)b * H->n_out)) {
+            work_free(&w);
+            return DEN_EOVERFLOW;
+        }
     }
     work_free(&w);
     return DEN_OK;
@@ -428,7 +442,7 @@ den_status den_model_features(den_model *m, const float *X, int64_t n, int n_fea
         memcpy(out + i * wt, w.act[top], (size_t)b * (size_t)wt * sizeof(float));
     }
     work_free(&w);
-    return DEN_OK;
+    return all_finite(out, n * wt) ? DEN_OK : DEN_EOVERFLOW;
 }
 
 /* ---- gradients ------------------------------------------------------------------------------ */
@@ -469,13 +483,15 @@ den_status den_model_gradients(den_model *m, const den_data *d) {
             add_into(L->mb, L->gb, k < NL ? width(m, h, k) : L->n_out);
         }
     }
+    int finite = 1;
     for (int k = 0; k < n_blocks; k++) {
         den_model_layer *L = k < NL ? &m->layers[k] : &m->heads[h];
         memcpy(L->gW, L->mW, (size_t)L->n_out * (size_t)L->cols * sizeof(float));
         memcpy(L->gb, L->mb, (size_t)L->n_out * sizeof(float));
+        finite = finite && block_finite(L);
     }
     work_free(&w);
-    return DEN_OK;
+    return finite ? DEN_OK : DEN_EOVERFLOW;
 }
 
 /* ---- Fisher information --------------------------------------------------------------------- */
@@ -567,8 +583,12 @@ den_status den_model_fisher(den_model *m, const den_data *d, int mode) {
         }
     }
     float inv = 1.0f / (float)d->n;
-    for (int l = 0; l < NL; l++) scale_grads(&m->layers[l], inv);
+    int finite = 1;
+    for (int l = 0; l < NL; l++) {
+        scale_grads(&m->layers[l], inv);
+        finite = finite && block_finite(&m->layers[l]);
+    }
     scale_grads(H, inv);
     work_free(&w);
-    return DEN_OK;
+    return finite && block_finite(H) ? DEN_OK : DEN_EOVERFLOW;
 }

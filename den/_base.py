@@ -56,7 +56,8 @@ class Model:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        MODEL_KINDS[cls.kind] = cls
+        if "kind" in cls.__dict__:  # internal helper classes name no kind of their own
+            MODEL_KINDS[cls.kind] = cls
 
     def __init__(self, hidden=(312, 128), *, conv=None, input_shape=None, head="sigmoid", epochs=10,
                  batch_size=128, lr=1e-3, optimizer="adam", lr_decay=1.0, seed=0, progress=False):
@@ -64,8 +65,8 @@ class Model:
         self.conv = check.conv_spec(conv)
         self.input_shape = None if input_shape is None else check.shape3(input_shape, "input_shape")
         self.head = check.head_kind(head)
-        self.epochs = check.number(epochs, "epochs", low=0, integer=True)
-        self.batch_size = check.number(batch_size, "batch_size", low=1, integer=True)
+        self.epochs = check.number(epochs, "epochs", low=0, high=check.MAX_EPOCHS, integer=True)
+        self.batch_size = check.number(batch_size, "batch_size", low=1, high=check.MAX_BATCH, integer=True)
         self.lr = check.number(lr, "lr", low=0, low_open=True)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
@@ -192,24 +193,88 @@ class Model:
     @classmethod
     def _from_file(cls, meta, arrays):
         model = cls(**meta["params"])
-        model._tasks = meta["tasks"]
+        tasks, history = meta["tasks"], meta["history"]
+        if not isinstance(tasks, list) or not isinstance(history, list) or len(history) != len(tasks):
+            raise ValueError("tasks and history must be lists of one entry per task")
+        for i, t in enumerate(tasks):
+            if not (isinstance(t, dict) and isinstance(t.get("n_outputs"), int) and t.get("head") in check.HEADS):
+                raise ValueError(f"tasks[{i}] must give n_outputs and head")
+        model._tasks, model.history = tasks, history
         model._n_features = meta["n_features"]
-        model.history = meta["history"]
-        model._nets = {name: _core.Net.from_state(_join_state(skeleton, arrays))
-                       for name, skeleton in meta["nets"].items()}
+        model._nets = {str(name): _core.Net.from_state(_join_state(skeleton, arrays))
+                       for name, skeleton in dict(meta["nets"]).items()}
         model._set_extra_state(meta["extra"])
+        model._check_consistent()
         return model
+
+    def _task_heads(self):
+        """(net name, head index) that predicts each task."""
+        return [("main", t) for t in range(self.n_tasks)]
+
+    def _required_nets(self):
+        """Nets a model of this kind must hold beyond the tasks' own."""
+        return []
+
+    def _check_consistent(self):
+        """Raise ValueError unless nets, heads and task records agree (used when loading)."""
+        if self.n_tasks and not isinstance(self._n_features, int):
+            raise ValueError("n_features is missing")
+        needed = {name for name, _ in self._task_heads()} | set(self._required_nets())
+        missing = needed - set(self._nets)
+        if missing:
+            raise ValueError(f"the {self.kind} model needs the nets {sorted(missing)}")
+        for name, net in self._nets.items():
+            if net.n_input != self._n_features:
+                raise ValueError(f"net {name!r} reads {net.n_input} features, the model {self._n_features}")
+        for t, (name, h) in enumerate(self._task_heads()):
+            heads = self._nets[name].get_state()["heads"]
+            if h >= len(heads):
+                raise ValueError(f"task {t} has no head in net {name!r}")
+            if heads[h]["W"].shape[0] != self._tasks[t]["n_outputs"] or heads[h]["kind"] != self._tasks[t]["head"]:
+                raise ValueError(f"task {t}'s head does not match its record")
 
     # ---- for subclasses ----------------------------------------------------------------------
 
     def fit_all(self, tasks):
         """Learn a list of tasks (den.datasets.Task or anything with X_train, y_train, X_val,
         y_val, n_outputs and head). Sequential models learn them one after another; MTL and
-        DEN-Finetune override this to train on all of them together."""
-        for task in tasks:
-            self.fit_task(task.X_train, task.y_train, task.X_val, task.y_val,
-                          n_outputs=task.n_outputs, head=task.head, input_shape=getattr(task, "input_shape", None))
-        return self
+        DEN-Finetune override this to train on all of them together. All or nothing: every task
+        is checked first, and if learning any of them fails the model is left as it was."""
+        if not self.incremental:
+            raise TypeError(f"{type(self).__name__} must override fit_all")
+        prepared = self._prepare_all(tasks)
+
+        def work():
+            for task in prepared:
+                self._learn(task)
+            self._after_all(tasks)
+            return self
+
+        return self._transaction(work)
+
+    def _after_all(self, tasks):
+        """Hook run inside fit_all's transaction after the last task (DEN-Finetune)."""
+
+    def _prepare_all(self, tasks):
+        """Check a list of task objects; messages name the task ("tasks[2].X_train ...")."""
+        try:
+            tasks = list(tasks)
+        except TypeError:
+            raise TypeError(f"tasks must be a list of tasks, got {type(tasks).__name__}") from None
+        if not tasks:
+            raise ValueError("tasks is empty")
+        prepared = []
+        for i, t in enumerate(tasks):
+            missing = [a for a in ("X_train", "y_train", "n_outputs", "head") if not hasattr(t, a)]
+            if missing:
+                raise TypeError(f"tasks[{i}] must be a task (den.datasets.Task), it has no {', '.join(missing)}")
+            p = self._prepare(t.X_train, t.y_train, getattr(t, "X_val", None), getattr(t, "y_val", None),
+                              t.n_outputs, t.head, f"tasks[{i}].", input_shape=getattr(t, "input_shape", None))
+            prepared.append(p)
+        widths = {p["X"].shape[1] for p in prepared}
+        if len(widths) != 1 or (self._n_features is not None and widths != {self._n_features}):
+            raise ValueError(f"all tasks must have the model's number of features, got {sorted(widths)}")
+        return prepared
 
     def _learn(self, task) -> int:
         """Learn a prepared task (see _prepare); returns its id. Subclasses implement."""
@@ -296,7 +361,7 @@ class Model:
                              f"{int(np.prod(shape))}")
         y = check.labels(y, f"{name}y", X.shape[0])
         k = check.infer_outputs(y, head) if n_outputs is None else check.number(
-            n_outputs, f"{name}n_outputs", low=1, integer=True)
+            n_outputs, f"{name}n_outputs", low=1, high=check.MAX_UNITS, integer=True)
         if head == "softmax" and k < 2:
             raise ValueError(f"{name}n_outputs: a softmax head needs at least 2 outputs, got {k}")
         Y = check.targets(y, f"{name}y", head, k)
@@ -366,5 +431,5 @@ def load(path) -> Model:
         raise _io.ModelFileError(str(path), f"holds a model of kind {kind!r}, which this den does not know")
     try:
         return cls._from_file(meta, arrays)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise _io.ModelFileError(str(path), f"the {kind} model in this file is inconsistent: {exc}") from exc

@@ -7,6 +7,7 @@ messages cannot name the user's argument.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -58,6 +59,8 @@ def labels(y, name, n_rows):
         raise ValueError(f"{name} has {arr.shape[0]} rows but the inputs have {n_rows}")
     if arr.dtype == bool:
         arr = arr.astype(np.int64)
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 target columns")
     if arr.ndim == 1:
         if not np.issubdtype(arr.dtype, np.integer):
             if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all():
@@ -66,6 +69,8 @@ def labels(y, name, n_rows):
                 raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
         if arr.size and arr.min() < 0:
             raise ValueError(f"{name} holds a negative label ({arr.min()})")
+        if arr.size and arr.max() >= MAX_UNITS:
+            raise ValueError(f"{name} holds label {arr.max()}; a head has at most {MAX_UNITS} outputs")
     else:
         if not (np.issubdtype(arr.dtype, np.number)) or np.issubdtype(arr.dtype, np.complexfloating):
             raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
@@ -107,16 +112,23 @@ def targets(y, name, head, k):
     return onehot
 
 
+#: Largest count the core takes for units per layer, head outputs and similar sizes.
+MAX_UNITS = 2**24
+#: Largest epoch count / batch size / seed-free integer the core's arguments take.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 2**31 - 1
+
+
 def number(value, name, *, low=None, high=None, low_open=False, integer=False):
     """A finite real (or integer) within bounds; returns it as float or int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     if integer:
         if int(value) != value:
             raise TypeError(f"{name} must be an integer, got {value!r}")
         value = int(value)
-    elif not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
     else:
         value = float(value)
     if low is not None and (value <= low if low_open else value < low):
@@ -133,7 +145,7 @@ def widths(hidden, name="hidden"):
         raise TypeError(f"{name} must be a sequence of layer widths, e.g. (312, 128)") from None
     if not out:
         raise ValueError(f"{name} needs at least one hidden layer")
-    return tuple(number(w, f"{name}[{i}]", low=1, integer=True) for i, w in enumerate(out))
+    return tuple(number(w, f"{name}[{i}]", low=1, high=MAX_UNITS, integer=True) for i, w in enumerate(out))
 
 
 def shape3(shape, name):
@@ -159,7 +171,7 @@ def conv_spec(conv):
     for i, c in enumerate(layers):
         if len(c) != 3:
             raise ValueError(f"conv[{i}] must be (filters, kernel, pool), got {c!r}")
-        filters, kernel, pool = (number(v, f"conv[{i}]", low=1, integer=True) for v in c)
+        filters, kernel, pool = (number(v, f"conv[{i}]", low=1, high=MAX_UNITS, integer=True) for v in c)
         if kernel % 2 == 0:
             raise ValueError(f"conv[{i}]: kernel {kernel} must be odd ('same' padding)")
         out.append((filters, kernel, pool))

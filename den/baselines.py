@@ -30,6 +30,9 @@ class STL(Model):
         self._train(net, [(task["X"], task["Y"], 0)], task=t, stage="train")
         return t
 
+    def _task_heads(self):
+        return [(f"task{t}", 0) for t in range(self.n_tasks)]
+
     def _predict(self, X, t):
         return self._nets[f"task{t}"].predict(X, 0)
 
@@ -131,6 +134,9 @@ class EWC(DNN):
         self.online = bool(online)
         self.gamma = check.number(gamma, "gamma", low=0, high=1)
 
+    def _required_nets(self):
+        return ["anchor", "fisher"] if self.n_tasks else []
+
     def _penalty(self, net, t):
         if t == 0 or self.lam == 0:
             return {}
@@ -181,17 +187,9 @@ class MTL(_SharedTrunk):
     incremental = False
 
     def fit_all(self, tasks):
-        tasks = list(tasks)
-        if not tasks:
-            raise ValueError("fit_all needs at least one task")
         if self._tasks:
             raise RuntimeError("this MTL model has already been fitted; make a new one")
-        prepared = [self._prepare(t.X_train, t.y_train, t.X_val, t.y_val, t.n_outputs, t.head, f"tasks[{i}].",
-                                  input_shape=getattr(t, "input_shape", None))
-                    for i, t in enumerate(tasks)]
-        widths = {p["X"].shape[1] for p in prepared}
-        if len(widths) != 1:
-            raise ValueError(f"all tasks must have the same number of features, got {sorted(widths)}")
+        prepared = self._prepare_all(tasks)
 
         def work():
             ids = [self._begin(p) for p in prepared]
@@ -217,7 +215,7 @@ class Progressive(_SharedTrunk):
     def __init__(self, hidden=(312, 128), *, column=None, **kwargs):
         super().__init__(hidden, **kwargs)
         sizes = self.layer_sizes
-        self.column = sizes if column is None else check.widths(column, "column")
+        self.column = sizes if column is None else check.widths(column, "column")  # each <= MAX_UNITS
         if len(self.column) != len(sizes):
             raise ValueError(f"column must have {len(sizes)} layers like the trunk, got {len(self.column)}")
 

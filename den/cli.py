@@ -50,9 +50,15 @@ def main(argv=None):
         if args.command == "run":
             return _run(args)
         return _compare(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError, OverflowError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"error: out of memory ({exc}); try smaller --hidden, --batch-size or data sizes", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _literal(text):
@@ -75,7 +81,10 @@ def _pairs(items, what):
 def _model_kwargs(args, name):
     kwargs = {"seed": 0, "head": args.head, "progress": not args.quiet}
     if args.hidden:
-        kwargs["hidden"] = tuple(int(w) for w in args.hidden.split(","))
+        try:
+            kwargs["hidden"] = tuple(int(w) for w in args.hidden.split(","))
+        except ValueError:
+            raise ValueError(f"--hidden takes comma-separated layer widths like 312,128, got {args.hidden!r}") from None
     for key, attr in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, attr) is not None:
             kwargs[key] = getattr(args, attr)
@@ -136,6 +145,8 @@ def _compare(args):
 
     _setup(args)
     names = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--models names no model (known: {', '.join(MODELS)})")
     for name in names:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")

@@ -474,12 +474,18 @@ def _rng(seed, stream, index=0):
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
 
 
+#: Permuted data sets can make any number of tasks, each a full copy of the data: this bound
+#: keeps a typo from filling the memory.
+MAX_PERMUTED_TASKS = 1000
+
+
 def _n_tasks(n_tasks, most):
-    """Default 10 (or all there are, if fewer); at most `most` (None: unbounded)."""
+    """Default 10 (or all there are, if fewer); at most `most` (None: MAX_PERMUTED_TASKS)."""
     if n_tasks is None:
         return DEFAULT_N_TASKS if most is None else min(DEFAULT_N_TASKS, most)
-    if most is not None and n_tasks > most:
-        raise ValueError(f"n_tasks={n_tasks} but this data set has at most {most} tasks")
+    limit = MAX_PERMUTED_TASKS if most is None else most
+    if n_tasks > limit:
+        raise ValueError(f"n_tasks={n_tasks} but this data set makes at most {limit} tasks")
     return int(n_tasks)
 
 

@@ -96,14 +96,15 @@ class DEN(Model):
         if len(ks) != len(self.layer_sizes):
             raise ValueError(f"k must be an int or give one count per trunk layer ({len(self.layer_sizes)}), "
                              f"got {k!r}")
-        ks = [check.number(v, "k", low=0, integer=True) for v in ks]
+        ks = [check.number(v, "k", low=0, high=check.MAX_UNITS, integer=True) for v in ks]
         if expansion != "none" and not any(ks):
             raise ValueError(f"k = {k!r} adds no unit, but expansion={expansion!r} needs k >= 1")
         self.k = ks[0] if len(set(ks)) == 1 and isinstance(k, (int, np.integer)) else tuple(ks)
         self._k = ks
         for name, value in (("head_epochs", head_epochs), ("expand_epochs", expand_epochs),
                             ("split_epochs", split_epochs), ("finetune_epochs", finetune_epochs)):
-            setattr(self, name, None if value is None else check.number(value, name, low=0, integer=True))
+            setattr(self, name, None if value is None else check.number(value, name, low=0, high=check.MAX_EPOCHS,
+                                                                         integer=True))
         self.selective = bool(selective)
         self.split = bool(split)
         self.timestamps = bool(timestamps)
@@ -229,33 +230,32 @@ class DEN(Model):
 
     def finish(self, tasks) -> bool:
         """DEN-Finetune: fine-tune the learned structure on all tasks jointly (timestamps
-        still apply). Does nothing unless finetune=True; returns whether it trained."""
+        still apply). Does nothing unless finetune=True; returns whether it trained. den.run
+        calls it after the last task; fit_all does too."""
         if not self.finetune:
             return False
-        tasks = list(tasks)
-        if len(tasks) != self.n_tasks:
-            raise ValueError(f"finish needs the {self.n_tasks} tasks this model learned, got {len(tasks)}")
-        prepared = [self._prepare(x.X_train, x.y_train, None, None, x.n_outputs, x.head, f"tasks[{i}].",
-                                  input_shape=getattr(x, "input_shape", None))
-                    for i, x in enumerate(tasks)]
+        prepared = self._check_finetune(tasks)
+        return self._transaction(lambda: self._finetune(prepared))
+
+    def _after_all(self, tasks):
+        if self.finetune:
+            self._finetune(self._check_finetune(tasks))
+
+    def _check_finetune(self, tasks):
+        prepared = self._prepare_all(tasks)
+        if len(prepared) != self.n_tasks:
+            raise ValueError(f"DEN-Finetune needs the {self.n_tasks} tasks this model learned, got {len(prepared)}")
         for i, p in enumerate(prepared):
             if p["n_outputs"] != self._tasks[i]["n_outputs"] or p["head"] != self._tasks[i]["head"]:
                 raise ValueError(f"tasks[{i}] does not match the head this model learned for task {i}")
+        return prepared
 
-        def work():
-            net = self._nets["main"]
-            data = [(p["X"], p["Y"], i) for i, p in enumerate(prepared)]
-            self._train(net, data, task=self.n_tasks - 1, stage="finetune", epochs=self._epochs("finetune"),
-                        layer_reg={"l1": self.l1}, head_reg={"l1": self.l1}, use_stamps=self.timestamps)
-            return True
-
-        return self._transaction(work)
-
-    def fit_all(self, tasks):
-        tasks = list(tasks)
-        super().fit_all(tasks)
-        self.finish(tasks)
-        return self
+    def _finetune(self, prepared):
+        net = self._nets["main"]
+        data = [(p["X"], p["Y"], i) for i, p in enumerate(prepared)]
+        self._train(net, data, task=self.n_tasks - 1, stage="finetune", epochs=self._epochs("finetune"),
+                    layer_reg={"l1": self.l1}, head_reg={"l1": self.l1}, use_stamps=self.timestamps)
+        return True
 
     # ---- inference and introspection ----------------------------------------------------------
 
