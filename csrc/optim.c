@@ -4,10 +4,77 @@
 #include <math.h>
 #include <stddef.h>
 
+/* The loops of step_span, written once with the optional parts as flags. Each call site below
+ * passes constants, so after inlining every combination is a branch-free loop the compiler
+ * vectorises (with the flags as runtime tests inside one loop, GCC gives up on vectorising). */
+static inline __attribute__((always_inline)) void adam_loop(const den_opt *o, float wd, float pull, float l1thr,
+                                                            float *restrict w, const float *restrict g,
+                                                            float *restrict m, float *restrict v,
+                                                            const float *restrict mask, const float *restrict a,
+                                                            const float *restrict c, int n, const int has_a,
+                                                            const int has_c, const int has_mask, const int has_l1) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+    const float step = o->lr / o->bc1, inv_bc2 = 1.0f / o->bc2;
+    for (int i = 0; i < n; i++) {
+        float gi = g[i] + wd * w[i];
+        if (has_a) gi += pull * (has_c ? c[i] : 1.0f) * (w[i] - a[i]);
+        if (has_mask) gi *= mask[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float d = sqrtf(vi * inv_bc2) + eps; /* Adam's per-weight metric */
+        float x = w[i] - step * mi / d;
+        if (has_l1) {
+            /* the L1 prox in the same metric: threshold lr * mu / d */
+            x = copysignf(fmaxf(fabsf(x) - l1thr / d, 0.0f), x);
+        }
+        w[i] = x;
+    }
+}
+
+static inline __attribute__((always_inline)) void sgd_loop(const den_opt *o, float wd, float pull, float l1thr,
+                                                           float *restrict w, const float *restrict g,
+                                                           float *restrict m, const float *restrict mask,
+                                                           const float *restrict a, const float *restrict c, int n,
+                                                           const int has_a, const int has_c, const int has_mask,
+                                                           const int has_l1) {
+    const float lr = o->lr, mom = o->momentum;
+    for (int i = 0; i < n; i++) {
+        float gi = g[i] + wd * w[i];
+        if (has_a) gi += pull * (has_c ? c[i] : 1.0f) * (w[i] - a[i]);
+        if (has_mask) gi *= mask[i];
+        if (mom > 0.0f) {
+            gi = mom * m[i] + gi;
+            m[i] = gi;
+        }
+        float x = w[i] - lr * gi;
+        if (has_l1) x = copysignf(fmaxf(fabsf(x) - l1thr, 0.0f), x);
+        w[i] = x;
+    }
+}
+
+/* Instantiate a loop for the 16 combinations of (anchor, coefficients, mask, L1). */
+#define DEN_DISPATCH(LOOP, ...)                                                       \
+    switch ((a != NULL) | (c != NULL && a != NULL) << 1 | (mask != NULL) << 2 | (l1thr > 0.0f) << 3) { \
+        case 0: LOOP(__VA_ARGS__, 0, 0, 0, 0); break;                                 \
+        case 1: LOOP(__VA_ARGS__, 1, 0, 0, 0); break;                                 \
+        case 3: LOOP(__VA_ARGS__, 1, 1, 0, 0); break;                                 \
+        case 4: LOOP(__VA_ARGS__, 0, 0, 1, 0); break;                                 \
+        case 5: LOOP(__VA_ARGS__, 1, 0, 1, 0); break;                                 \
+        case 7: LOOP(__VA_ARGS__, 1, 1, 1, 0); break;                                 \
+        case 8: LOOP(__VA_ARGS__, 0, 0, 0, 1); break;                                 \
+        case 9: LOOP(__VA_ARGS__, 1, 0, 0, 1); break;                                 \
+        case 11: LOOP(__VA_ARGS__, 1, 1, 0, 1); break;                                \
+        case 12: LOOP(__VA_ARGS__, 0, 0, 1, 1); break;                                \
+        case 13: LOOP(__VA_ARGS__, 1, 0, 1, 1); break;                                \
+        default: LOOP(__VA_ARGS__, 1, 1, 1, 1); break;                                \
+    }
+
 /* One contiguous span of a row: penalties, optimizer update, L1 prox. `a` (anchor) and `c`
- * (pull coefficients) may be NULL; the compiler unswitches the loop on those invariants.
- * This loop is memory- and divide/sqrt-bound; wider vectors pay, so it is compiled for the
- * x86-64 v4/v3 levels too and the best one the CPU has is picked at load time. */
+ * (pull coefficients) may be NULL. The loops are memory- and divide/sqrt-bound; wider vectors
+ * pay, so this is compiled for the x86-64 v4/v3 levels too and the best one the CPU has is
+ * picked at load time. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DEN_NO_CLONES)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
@@ -15,41 +82,10 @@ static void step_span(const den_opt *o, float wd, float pull, float l1thr, float
                       const float *restrict g, float *restrict m, float *restrict v,
                       const float *restrict mask, const float *restrict a,
                       const float *restrict c, int n) {
-    const float lr = o->lr;
     if (o->kind == DEN_OPT_ADAM) {
-        const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-        const float step = lr / o->bc1, inv_bc2 = 1.0f / o->bc2;
-        for (int i = 0; i < n; i++) {
-            float gi = g[i] + wd * w[i];
-            if (a) gi += pull * (c ? c[i] : 1.0f) * (w[i] - a[i]);
-            if (mask) gi *= mask[i];
-            float mi = b1 * m[i] + (1.0f - b1) * gi;
-            float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            float d = sqrtf(vi * inv_bc2) + eps; /* Adam's per-weight metric */
-            float x = w[i] - step * mi / d;
-            if (l1thr > 0.0f) {
-                /* the L1 prox in the same metric: threshold lr * mu / d */
-                float t = l1thr / d;
-                x = x > t ? x - t : (x < -t ? x + t : 0.0f);
-            }
-            w[i] = x;
-        }
+        DEN_DISPATCH(adam_loop, o, wd, pull, l1thr, w, g, m, v, mask, a, c, n)
     } else {
-        const float mom = o->momentum;
-        for (int i = 0; i < n; i++) {
-            float gi = g[i] + wd * w[i];
-            if (a) gi += pull * (c ? c[i] : 1.0f) * (w[i] - a[i]);
-            if (mask) gi *= mask[i];
-            if (mom > 0.0f) {
-                gi = mom * m[i] + gi;
-                m[i] = gi;
-            }
-            float x = w[i] - lr * gi;
-            if (l1thr > 0.0f) x = x > l1thr ? x - l1thr : (x < -l1thr ? x + l1thr : 0.0f);
-            w[i] = x;
-        }
+        DEN_DISPATCH(sgd_loop, o, wd, pull, l1thr, w, g, m, mask, a, c, n)
     }
 }
 
