@@ -60,11 +60,19 @@ class DEN(Model):
     l1 : mu, L1 strength (Eqs. 2-6 keep the network sparse in every stage).
     l2_prev : lambda, strength of the pull lambda * ||W - W^{t-1}||^2 (Eqs. 4 and 6).
     group_lasso : gamma, group lasso strength on the new units (Eq. 5).
-    tau : expansion threshold on the mean validation loss after selective retraining.
+        The three are on the scale of the training objective (mean loss + penalties): the core
+        takes its proximal steps in the optimizer's metric, so a weight stays exactly zero
+        while its loss gradient is below l1 whatever the optimizer (see csrc/optim.h).
+    tau : expansion threshold on the mean validation loss after selective retraining (the
+        loss of a sigmoid head sums its k outputs' binary cross-entropies).
     sigma : split threshold on a unit's drift ||w_i^t - w_i^{t-1}||_2.
     k : units added to each hidden layer on expansion (int, or one per layer).
-    epochs : epochs of task 0 and of every retraining stage; head_epochs, expand_epochs,
-        split_epochs override it for the sparse head fit, expansion and split stages.
+    epochs : epochs of task 0 and of every retraining stage; head_epochs and expand_epochs
+        override it for the sparse head fit and the expansion.
+    split_epochs : epochs of a separate Eq. 6 pass before the drift is measured (Alg. 4's
+        first step). Default 0: selective retraining already trained S with Eq. 6's objective
+        (L2 to the previous weights), so the drift is measured on its result; the retraining
+        after duplication always runs `epochs`.
     finetune_epochs : epochs of the DEN-Finetune pass (finetune=True).
     expansion : "dynamic" (the paper), "constant" (DEN-Constant) or "none".
     selective, split, timestamps, finetune : switch the corresponding parts off/on.
@@ -74,8 +82,8 @@ class DEN(Model):
 
     kind = "DEN"
 
-    def __init__(self, hidden=(312, 128), *, l1=1e-3, l2_prev=0.1, group_lasso=1e-2, tau=0.1, sigma=0.5, k=10,
-                 epochs=10, head_epochs=None, expand_epochs=None, split_epochs=None, finetune_epochs=None,
+    def __init__(self, hidden=(312, 128), *, l1=5e-4, l2_prev=3e-3, group_lasso=1e-4, tau=0.8, sigma=0.3, k=10,
+                 epochs=10, head_epochs=None, expand_epochs=None, split_epochs=0, finetune_epochs=None,
                  expansion="dynamic", selective=True, split=True, timestamps=True, finetune=False, **kwargs):
         super().__init__(hidden, epochs=epochs, **kwargs)
         self.l1 = check.number(l1, "l1", low=0)
@@ -189,8 +197,12 @@ class DEN(Model):
 
     def _split(self, net, prev, t, data, h, report):
         eq6 = {"layer_reg": {"l1": self.l1, "pull": 2.0 * self.l2_prev}, "head_reg": {"l1": self.l1}, "anchor": prev}
-        units, inputs = net.select(h)
-        self._train(net, data, task=t, stage="split", epochs=self._epochs("split"), units=units, inputs=inputs, **eq6)
+        if self.split_epochs:
+            # Alg. 4's first Eq. 6 pass as a stage of its own; by default (split_epochs=0) the
+            # drift is that of selective retraining, which already trained S with Eq. 6's objective
+            units, inputs = net.select(h)
+            self._train(net, data, task=t, stage="split", epochs=self.split_epochs, units=units, inputs=inputs,
+                        **eq6)
         dup = []
         for l, old in enumerate(prev.widths):
             rho = net.drift(prev, l)
@@ -206,8 +218,8 @@ class DEN(Model):
         originals = [np.concatenate([d, np.zeros(w - len(d), bool)]) for d, w in zip(dup, net.widths)]
         net.restore_units(prev, originals)
         units, inputs = net.select(h)
-        self._train(net, data, task=t, stage="split-retrain", epochs=self._epochs("split"), units=units,
-                    inputs=inputs, train=[~o for o in originals], **eq6)
+        self._train(net, data, task=t, stage="split-retrain", units=units, inputs=inputs,
+                    train=[~o for o in originals], **eq6)
 
     def _prune(self, born=None):
         """Remove dead units (all-zero incoming group, or no nonzero outgoing weight), only those

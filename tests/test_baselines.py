@@ -27,7 +27,7 @@ def results(tasks):
         "L2": den.L2(**COMMON, l2_prev=0.05),
         "EWC": den.EWC(**COMMON, lam=200.0, fisher_samples=300),
         "Progressive": den.Progressive(**COMMON, column=(16, 8)),
-        "DEN": den.DEN(**COMMON, l1=1e-3, group_lasso=1e-3, tau=0.6, sigma=0.5),
+        "DEN": den.DEN(**COMMON, l1=1e-3, group_lasso=1e-3, l2_prev=0.1, tau=0.6, sigma=0.5),
     }
     return {name: den.run(m, tasks, progress=False) for name, m in models.items()}
 

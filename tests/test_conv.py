@@ -186,7 +186,7 @@ SMALL_CNN = {"conv": ((6, 3, 2), (8, 3, 2)), "hidden": (24,), "epochs": 15, "bat
 
 
 def test_tiny_cnn_den_end_to_end(image_tasks, tmp_path):
-    m = den.DEN(**SMALL_CNN, l1=1e-3, group_lasso=1e-3, tau=0.6, sigma=0.3)
+    m = den.DEN(**SMALL_CNN, l1=1e-3, group_lasso=1e-3, l2_prev=0.1, tau=0.6, sigma=0.3)
     r = den.run(m, image_tasks, progress=False)
     assert m.input_shape == (1, 8, 8)
     assert r.mean_auroc > 0.95
