@@ -5,14 +5,21 @@
 
 #include "den_blas.h"
 
-void den_im2col(float *cols, const float *x, int C, int H, int W, int kh, int kw) {
+int den_conv_samples_per_gemm(int B, int C, int H, int W, int kh, int kw) {
+    int64_t per = (int64_t)C * kh * kw * H * W;
+    int64_t nb = per > 0 ? DEN_CONV_COLS_FLOATS / per : B;
+    if (nb < 1) nb = 1;
+    return (int)(nb < B ? nb : (B > 0 ? B : 1));
+}
+
+void den_im2col(float *cols, int64_t ld, const float *x, int C, int H, int W, int kh, int kw) {
     int ph = kh / 2, pw = kw / 2;
     int64_t HW = (int64_t)H * W;
     for (int c = 0; c < C; c++) {
         const float *xc = x + c * HW;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                float *row = cols + ((int64_t)(c * kh + i) * kw + j) * HW;
+                float *row = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
                 int dy = i - ph, dx = j - pw;
                 /* output pixel (y, x) reads input (y + dy, x + dx) */
                 int x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? W - dx : W;
@@ -32,14 +39,14 @@ void den_im2col(float *cols, const float *x, int C, int H, int W, int kh, int kw
     }
 }
 
-void den_col2im_add(float *dx, const float *cols, int C, int H, int W, int kh, int kw) {
+void den_col2im_add(float *dx, const float *cols, int64_t ld, int C, int H, int W, int kh, int kw) {
     int ph = kh / 2, pw = kw / 2;
     int64_t HW = (int64_t)H * W;
     for (int c = 0; c < C; c++) {
         float *dc = dx + c * HW;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                const float *row = cols + ((int64_t)(c * kh + i) * kw + j) * HW;
+                const float *row = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
                 int dy = i - ph, ddx = j - pw;
                 int x0 = ddx < 0 ? -ddx : 0, x1 = ddx > 0 ? W - ddx : W;
                 for (int y = 0; y < H; y++) {
@@ -54,59 +61,70 @@ void den_col2im_add(float *dx, const float *cols, int C, int H, int W, int kh, i
     }
 }
 
-void den_conv_forward(float *out, float *cols, const float *x, const float *Wt, const float *b, int B, int C, int H,
-                      int W, int F, int kh, int kw, int ldw, int relu) {
-    int HW = H * W, K = C * kh * kw;
-    for (int n = 0; n < B; n++) {
-        float *o = out + (int64_t)n * F * HW;
+void den_conv_forward(float *out, float *cols, float *tmp, const float *x, const float *Wt, const float *b, int B,
+                      int C, int H, int W, int F, int kh, int kw, int ldw, int relu) {
+    int64_t HW = (int64_t)H * W;
+    int K = C * kh * kw, nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        int64_t N = m * HW;
         if (K > 0) {
-            den_im2col(cols, x + (int64_t)n * C * HW, C, H, W, kh, kw);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, HW, K, 1.0f, Wt, ldw, cols, HW, 0.0f, o, HW);
+            for (int i = 0; i < m; i++) den_im2col(cols + i * HW, N, x + (int64_t)(n0 + i) * C * HW, C, H, W, kh, kw);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)N, K, 1.0f, Wt, ldw, cols, (int)N, 0.0f, tmp,
+                        (int)N);
         } else {
-            memset(o, 0, (size_t)F * HW * sizeof(float));
+            memset(tmp, 0, (size_t)F * N * sizeof(float));
         }
-        for (int f = 0; f < F; f++) {
-            float *of = o + (int64_t)f * HW, bf = b[f];
-            if (relu)
-                for (int p = 0; p < HW; p++) {
-                    float v = of[p] + bf;
-                    of[p] = v > 0.0f ? v : 0.0f;
-                }
-            else
-                for (int p = 0; p < HW; p++) of[p] += bf;
-        }
+        /* (F, m*HW) -> (m, F, HW), with bias and ReLU */
+        for (int i = 0; i < m; i++)
+            for (int f = 0; f < F; f++) {
+                const float *src = tmp + f * N + i * HW;
+                float *o = out + ((int64_t)(n0 + i) * F + f) * HW, bf = b[f];
+                if (relu)
+                    for (int64_t p = 0; p < HW; p++) {
+                        float v = src[p] + bf;
+                        o[p] = v > 0.0f ? v : 0.0f;
+                    }
+                else
+                    for (int64_t p = 0; p < HW; p++) o[p] = src[p] + bf;
+            }
     }
 }
 
-void den_conv_backward(float *dx, float *dW, float *db, float *cols, const float *dout, const float *x,
+void den_conv_backward(float *dx, float *dW, float *db, float *cols, float *tmp, const float *dout, const float *x,
                        const float *Wt, int B, int C, int H, int W, int F, int kh, int kw, int ldw) {
-    int HW = H * W, K = C * kh * kw;
+    int64_t HW = (int64_t)H * W;
+    int K = C * kh * kw, nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
     if (db) {
         memset(db, 0, (size_t)F * sizeof(float));
         for (int n = 0; n < B; n++)
             for (int f = 0; f < F; f++) {
                 const float *d = dout + ((int64_t)n * F + f) * HW;
                 float s = 0.0f;
-                for (int p = 0; p < HW; p++) s += d[p];
+                for (int64_t p = 0; p < HW; p++) s += d[p];
                 db[f] += s;
             }
     }
-    if (dW && K > 0) {
-        if (B == 0)
-            for (int f = 0; f < F; f++) memset(dW + (int64_t)f * ldw, 0, (size_t)K * sizeof(float));
-        for (int n = 0; n < B; n++) {
-            den_im2col(cols, x + (int64_t)n * C * HW, C, H, W, kh, kw);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, HW, 1.0f, dout + (int64_t)n * F * HW, HW, cols,
-                        HW, n == 0 ? 0.0f : 1.0f, dW, ldw);
+    if (dW && (K == 0 || B == 0))
+        for (int f = 0; f < F; f++) memset(dW + (int64_t)f * ldw, 0, (size_t)K * sizeof(float));
+    if (dx) memset(dx, 0, (size_t)B * C * HW * sizeof(float));
+    if (K == 0 || F == 0 || (!dW && !dx)) return;
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        int64_t N = m * HW;
+        /* dout of the m samples as (F, m*HW) */
+        for (int i = 0; i < m; i++)
+            for (int f = 0; f < F; f++)
+                memcpy(tmp + f * N + i * HW, dout + ((int64_t)(n0 + i) * F + f) * HW, (size_t)HW * sizeof(float));
+        if (dW) {
+            for (int i = 0; i < m; i++) den_im2col(cols + i * HW, N, x + (int64_t)(n0 + i) * C * HW, C, H, W, kh, kw);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)N, 1.0f, tmp, (int)N, cols, (int)N,
+                        n0 == 0 ? 0.0f : 1.0f, dW, ldw);
         }
-    }
-    if (dx) {
-        memset(dx, 0, (size_t)B * C * HW * sizeof(float));
-        if (K == 0 || F == 0) return;
-        for (int n = 0; n < B; n++) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, HW, F, 1.0f, Wt, ldw, dout + (int64_t)n * F * HW, HW,
-                        0.0f, cols, HW);
-            den_col2im_add(dx + (int64_t)n * C * HW, cols, C, H, W, kh, kw);
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)N, F, 1.0f, Wt, ldw, tmp, (int)N, 0.0f, cols,
+                        (int)N);
+            for (int i = 0; i < m; i++) den_col2im_add(dx + (int64_t)(n0 + i) * C * HW, cols + i * HW, N, C, H, W, kh, kw);
         }
     }
 }
@@ -117,7 +135,7 @@ void den_conv_fisher_accumulate(float *FW, float *Fb, float *tmp, float *cols, c
     for (int n = 0; n < B; n++) {
         const float *d = dout + (int64_t)n * F * HW;
         if (K > 0) {
-            den_im2col(cols, x + (int64_t)n * C * HW, C, H, W, kh, kw);
+            den_im2col(cols, HW, x + (int64_t)n * C * HW, C, H, W, kh, kw);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, HW, 1.0f, d, HW, cols, HW, 0.0f, tmp, K);
             for (int f = 0; f < F; f++) {
                 float *row = FW + (int64_t)f * ldw;

@@ -7,9 +7,12 @@
  * input channels (the timestamp rule), exactly like a dense layer whose input units own
  * kh*kw columns each.
  *
- * Per sample, forward is one GEMM: out_i (F, H*W) = Wt (F, CKK) @ cols_i (CKK, H*W), with
- * cols_i = im2col(x_i). Working memory: one cols buffer of C*kh*kw*H*W floats, reused for every
- * sample, in forward and backward alike (backward recomputes im2col rather than storing it).
+ * Forward and backward lower nb samples at a time onto one GEMM with N = nb * H * W columns:
+ * cols (C*kh*kw, nb*H*W) = im2col of the nb samples side by side, then
+ * tmp (F, nb*H*W) = Wt @ cols, scattered into the (B, F, H, W) output. Working memory of one
+ * call: cols, C*kh*kw*nb*H*W floats, and tmp, F*nb*H*W floats, with nb =
+ * den_conv_samples_per_gemm(B, C, H, W, kh, kw): as many samples as keep cols within
+ * DEN_CONV_COLS_FLOATS (8 Mi floats, 32 MiB), at least 1. Nothing is allocated per call.
  *
  * A naive seven-loop convolution stays here as the reference the GEMM version is tested
  * against (den._core exposes both to the tests).
@@ -19,26 +22,34 @@
 
 #include <stdint.h>
 
-/* cols (C*kh*kw, H*W) from x (C, H, W) with zero padding kh/2, kw/2. */
-void den_im2col(float *cols, const float *x, int C, int H, int W, int kh, int kw);
-/* dx (C, H, W) += the columns' contributions (the adjoint of im2col). */
-void den_col2im_add(float *dx, const float *cols, int C, int H, int W, int kh, int kw);
+#define DEN_CONV_COLS_FLOATS (8 << 20)
 
-/* out (B, F, H, W) = conv(x, Wt) + b, then ReLU if relu != 0. cols: C*kh*kw*H*W floats. */
-void den_conv_forward(float *out, float *cols, const float *x, const float *Wt, const float *b, int B, int C, int H,
-                      int W, int F, int kh, int kw, int ldw, int relu);
+/* Samples per GEMM for a batch of B (see above). */
+int den_conv_samples_per_gemm(int B, int C, int H, int W, int kh, int kw);
+
+/* cols (C*kh*kw rows, row stride ld >= H*W) from x (C, H, W) with zero padding kh/2, kw/2:
+ * row (c, i, j) holds the input pixel each output pixel sees through kernel tap (i, j). */
+void den_im2col(float *cols, int64_t ld, const float *x, int C, int H, int W, int kh, int kw);
+/* dx (C, H, W) += the columns' contributions (the adjoint of im2col). */
+void den_col2im_add(float *dx, const float *cols, int64_t ld, int C, int H, int W, int kh, int kw);
+
+/* out (B, F, H, W) = conv(x, Wt) + b, then ReLU if relu != 0. cols: C*kh*kw*nb*H*W floats,
+ * tmp: F*nb*H*W floats, nb = den_conv_samples_per_gemm(B, ...). */
+void den_conv_forward(float *out, float *cols, float *tmp, const float *x, const float *Wt, const float *b, int B,
+                      int C, int H, int W, int F, int kh, int kw, int ldw, int relu);
 
 /* Given dout (B, F, H, W), the gradient w.r.t. the pre-activation:
  *   dW[:F, :C*kh*kw] (row stride ldw) = sum_i dout_i @ cols_i^T   (skipped if dW is NULL)
  *   db (F) = sums of dout over batch and pixels                   (skipped if db is NULL)
  *   dx (B, C, H, W) = the input gradient                          (skipped if dx is NULL)
- * dW, db and dx are written, not accumulated. cols: C*kh*kw*H*W floats. */
-void den_conv_backward(float *dx, float *dW, float *db, float *cols, const float *dout, const float *x,
+ * dW, db and dx are written, not accumulated. cols and tmp as for den_conv_forward. */
+void den_conv_backward(float *dx, float *dW, float *db, float *cols, float *tmp, const float *dout, const float *x,
                        const float *Wt, int B, int C, int H, int W, int F, int kh, int kw, int ldw);
 
 /* Diagonal Fisher accumulation for a conv layer. Weight sharing makes a sample's gradient a sum
  * over pixels, so its square is not a sum of squares: per sample, tmp (F, C*kh*kw) =
- * dout_i @ cols_i^T, then FW += tmp^2 and Fb += (pixel sum of dout_i)^2. tmp: F*C*kh*kw floats. */
+ * dout_i @ cols_i^T, then FW += tmp^2 and Fb += (pixel sum of dout_i)^2. tmp: F*C*kh*kw
+ * floats; cols: C*kh*kw*H*W floats (one sample). */
 void den_conv_fisher_accumulate(float *FW, float *Fb, float *tmp, float *cols, const float *dout, const float *x,
                                 int B, int C, int H, int W, int F, int kh, int kw, int ldw);
 

@@ -1483,19 +1483,23 @@ static PyObject *mod_conv2d(PyObject *m, PyObject *args, PyObject *kwds) {
     if (!b) return NULL;
     npy_intp dims[4] = {B, F, H, W};
     PyObject *out = PyArray_SimpleNew(4, dims, NPY_FLOAT32);
-    float *cols = malloc((size_t)C * kh * kw * H * W * sizeof(float) + 1);
-    if (!out || !cols) {
+    int nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
+    float *cols = malloc((size_t)nb * C * kh * kw * H * W * sizeof(float) + 1);
+    float *tmp = malloc((size_t)nb * F * H * W * sizeof(float) + 1);
+    if (!out || !cols || !tmp) {
         Py_XDECREF(out);
         free(cols);
+        free(tmp);
         return PyErr_NoMemory();
     }
     if (naive)
         den_conv_forward_naive(PyArray_DATA((PyArrayObject *)out), PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C, H,
                                W, F, kh, kw, C * kh * kw);
     else
-        den_conv_forward(PyArray_DATA((PyArrayObject *)out), cols, PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C, H, W,
-                         F, kh, kw, C * kh * kw, 0);
+        den_conv_forward(PyArray_DATA((PyArrayObject *)out), cols, tmp, PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C,
+                         H, W, F, kh, kw, C * kh * kw, 0);
     free(cols);
+    free(tmp);
     return out;
 }
 

@@ -22,7 +22,8 @@ typedef struct {
     float **pre;      /* [n_layers] pooled conv layers: (B, n_out, h, w) the ReLU output before
                          pooling; other layers: act[l] */
     int32_t **arg;    /* [n_layers] pooled conv layers: argmax of each pooling window */
-    float *cols;      /* im2col buffer of the largest conv layer */
+    float *cols;      /* im2col buffer of the largest conv layer (nb samples side by side) */
+    float *ctmp;      /* that layer's GEMM result before it is scattered into (B, F, H, W) */
     float *dpre;      /* (B, n_out, h, w) gradient of the largest pre-pooling map */
     float *d0, *d1;   /* (B, dmax) gradients flowing down, ping-pong */
     float *logits;    /* (B, kmax) */
@@ -51,17 +52,20 @@ static int64_t in_len(const den_model *m, int l) { /* input row length of layer 
 /* Lay the workspace out over arena a (two passes: count, then assign). */
 static void work_layout(work *w, den_arena *a, const den_model *m, int B, int fisher) {
     int NL = m->n_layers;
-    int64_t kmax = 1, dmax = 1, cols = 1, dpre = 1, ftmp = 1;
+    int64_t kmax = 1, dmax = 1, cols = 1, ctmp = 1, dpre = 1, ftmp = 1;
     for (int h = 0; h < m->n_heads; h++) kmax = m->heads[h].n_out > kmax ? m->heads[h].n_out : kmax;
     for (int l = 0; l < NL; l++) {
         const den_model_layer *L = &m->layers[l];
         int64_t act = (int64_t)L->n_out * L->out_pixels;
         dmax = act > dmax ? act : dmax;
         if (L->op == DEN_OP_CONV) {
-            int64_t c = (int64_t)L->n_in * L->kh * L->kw * L->h * L->w;
+            int64_t nb = den_conv_samples_per_gemm(B, L->n_in, L->h, L->w, L->kh, L->kw);
+            int64_t c = nb * L->n_in * L->kh * L->kw * L->h * L->w;
+            int64_t t = nb * L->n_out * L->h * L->w;
             int64_t p = (int64_t)L->n_out * L->h * L->w;
             int64_t f = (int64_t)L->n_out * L->n_in * L->kh * L->kw;
             cols = c > cols ? c : cols;
+            ctmp = t > ctmp ? t : ctmp;
             dpre = p > dpre ? p : dpre;
             ftmp = f > ftmp ? f : ftmp;
         }
@@ -89,6 +93,7 @@ static void work_layout(work *w, den_arena *a, const den_model *m, int B, int fi
         }
     }
     w->cols = den_take(a, (size_t)cols, sizeof(float));
+    w->ctmp = den_take(a, (size_t)ctmp, sizeof(float));
     w->dpre = den_take(a, (size_t)(B * dpre), sizeof(float));
     w->d0 = den_take(a, (size_t)(B * dmax), sizeof(float));
     w->d1 = den_take(a, (size_t)(B * dmax), sizeof(float));
@@ -162,7 +167,8 @@ static void forward(const den_model *m, work *w, int B, int h, int with_head) {
         const den_model_layer *L = &m->layers[l];
         int cin = units_into(m, h, l), wl = width(m, h, l);
         if (L->op == DEN_OP_CONV) {
-            den_conv_forward(w->pre[l], w->cols, in, L->W, L->b, B, cin, L->h, L->w, wl, L->kh, L->kw, L->cols, 1);
+            den_conv_forward(w->pre[l], w->cols, w->ctmp, in, L->W, L->b, B, cin, L->h, L->w, wl, L->kh, L->kw,
+                             L->cols, 1);
             if (L->pool > 1) den_maxpool_forward(w->act[l], w->arg[l], w->pre[l], B, wl, L->h, L->w, L->pool);
         } else {
             den_dense_forward(w->act[l], in, L->W, L->b, B, cin * L->span, wl, L->cols, 1);
@@ -215,7 +221,8 @@ static void layer_backward(const den_model *m, work *w, int B, int h, int l, con
     const float *in = l > 0 ? w->act[l - 1] : w->x;
     int cin = units_into(m, h, l), wl = width(m, h, l);
     if (L->op == DEN_OP_CONV)
-        den_conv_backward(dinp, gW, gb, w->cols, dz, in, L->W, B, cin, L->h, L->w, wl, L->kh, L->kw, L->cols);
+        den_conv_backward(dinp, gW, gb, w->cols, w->ctmp, dz, in, L->W, B, cin, L->h, L->w, wl, L->kh, L->kw,
+                          L->cols);
     else
         den_dense_backward(dinp, gW, gb, dz, in, L->W, B, cin * L->span, wl, L->cols);
 }
