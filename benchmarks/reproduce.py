@@ -3,6 +3,8 @@
     python benchmarks/reproduce.py                                   # everything: hours on 2 cores
     python benchmarks/reproduce.py --datasets mnist-variation --seeds 2
     python benchmarks/reproduce.py --quick                           # minutes: a smoke test
+    python benchmarks/reproduce.py --datasets split-cifar100 --models DEN,STL,DNN,L2,EWC,Progressive \
+        --path /data/cifar-100-python                                # the paper's CIFAR-100 comparison
 
 For every (data set, seed, model) it runs den.run (10 tasks in order, test AUROC after each)
 and keeps the result in benchmarks/out/reproduce/<data set>/<model>-seed<k>.json; a result
@@ -11,7 +13,8 @@ writes benchmarks/RESULTS.md: mean ± std over seeds of the final mean per-task 
 capacity relative to the base network and to STL, and wall time, with the paper's numbers
 beside ours where the paper reports that data set.
 
-Data: permuted Fashion-MNIST (10 tasks of 10 classes; sigmoid heads, one-hot targets) and
+Data: split CIFAR-100 with the modified AlexNet (10 tasks of 10 classes, 10 sigmoid outputs each;
+the python-pickle files, never downloaded) when asked for; by default permuted Fashion-MNIST (10 tasks of 10 classes; sigmoid heads, one-hot targets) and
 MNIST-Variation built from Fashion-MNIST (10 one-vs-rest tasks over randomly rotated images on
 image backgrounds, 1,000/200/5,000 images per class as in the paper). Both need the Debian
 package dataset-fashion-mnist (or $DEN_DATA).
@@ -33,9 +36,14 @@ from den.cli import summarize  # noqa: E402
 
 MODELS = ("DEN", "STL", "MTL", "DNN", "L2", "EWC", "Progressive")
 
-# Settings shared by all models on each data set (the paper's 312-128 base network), and each
-# model's own; chosen once on a validation run, not per seed.
-SHARED = {"hidden": (312, 128), "epochs": 10, "batch_size": 128, "lr": 1e-3}
+# Settings shared by all models on each data set (the paper's 312-128 base network; its modified
+# AlexNet on CIFAR-100), and each model's own; chosen once on a validation run, not per seed.
+MLP = {"hidden": (312, 128), "epochs": 10, "batch_size": 128, "lr": 1e-3}
+SHARED = {
+    "permuted-fashion-mnist": MLP,
+    "mnist-variation": MLP,
+    "split-cifar100": {**den.ALEXNET, "epochs": 20, "batch_size": 64, "lr": 1e-3},
+}
 OWN = {
     "DEN": {},                               # den.DEN's defaults
     "L2": {"l2_prev": 0.01},
@@ -48,12 +56,16 @@ OWN = {
 PAPER = {
     "permuted-fashion-mnist": ("permuted MNIST", {"STL": 0.9994, "MTL": 0.9995, "L2": 0.9636, "EWC": 0.9732,
                                                   "Progressive": 0.9912, "DEN": 0.9965}),
+    "split-cifar100": ("CIFAR-100", {"STL": 0.9345, "DNN": 0.5629, "L2": 0.7830, "EWC": 0.8134,
+                                     "Progressive": 0.8819, "DEN": 0.9225}),
 }
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="permuted-fashion-mnist,mnist-variation")
+    p.add_argument("--datasets", default="permuted-fashion-mnist,mnist-variation",
+                   help="comma-separated; also split-cifar100 (files at --path or $DEN_DATA)")
+    p.add_argument("--path", default=None, help="folder of the data set files (else $DEN_DATA / Debian's)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
@@ -62,18 +74,20 @@ def parse_args():
     return p.parse_args()
 
 
-def load(dataset, seed, quick):
+def load(dataset, seed, quick, path):
     sizes = {}
     if quick:
         if dataset == "mnist-variation":
             sizes = {"n_train_per_class": 200, "n_val_per_class": 50, "n_test_per_class": 200}
+        elif dataset == "split-cifar100":
+            sizes = {"n_train_per_class": 50, "n_val_per_class": 10, "n_test_per_class": 20}
         else:
             sizes = {"n_train": 3000, "n_val": 600, "n_test": 2000}
-    return den.datasets.load(dataset, n_tasks=3 if quick else 10, seed=seed, head="sigmoid", **sizes)
+    return den.datasets.load(dataset, n_tasks=3 if quick else 10, seed=seed, head="sigmoid", path=path, **sizes)
 
 
-def make(name, seed, quick):
-    kwargs = {**SHARED, **OWN.get(name, {}), "seed": seed}
+def make(name, dataset, seed, quick):
+    kwargs = {**SHARED[dataset], **OWN.get(name, {}), "seed": seed}
     if quick:
         kwargs["epochs"] = 2
     return getattr(den, name)(**kwargs)
@@ -102,10 +116,11 @@ def main():
                 else:
                     if tasks is None:
                         t0 = time.perf_counter()
-                        tasks = load(dataset, seed, args.quick)
+                        tasks = load(dataset, seed, args.quick, args.path)
                         log(f"{dataset} seed {seed}: loaded {len(tasks)} tasks in {time.perf_counter() - t0:.0f} s")
                     log(f"{dataset} seed {seed}: {name} ...")
-                    r = den.run(make(name, seed, args.quick), tasks, progress=False, dataset=dataset, seed=seed)
+                    r = den.run(make(name, dataset, seed, args.quick), tasks, progress=False, dataset=dataset,
+                                seed=seed)
                     r.to_json(path)
                     log(f"  {r.summary()}")
                 results.setdefault(dataset, []).append(r)
@@ -120,8 +135,9 @@ def main():
 def report(results, args):
     lines = ["# Results: the paper's comparison on real data", "",
              f"Produced by `{_common.command_line()}` ({_common.today()}, revision {_common.git_revision()}, "
-             f"{_common.machine()['cpu']}, {args.threads} BLAS thread(s)). Shared settings: "
-             f"`{json.dumps(SHARED)}`; per model: `{json.dumps(OWN)}` (everything else: the models' defaults). "
+             f"{_common.machine()['cpu']}, {args.threads} BLAS thread(s)). Settings shared by the models, per "
+             f"data set: `{json.dumps(SHARED)}`; per model: `{json.dumps(OWN)}` (everything else: the models' "
+             "defaults). "
              "AUROC is the mean over tasks of the test AUROC after the last task (macro over outputs); "
              "capacity is the model's nonzero parameters over those of one base network (trunk and one head); "
              "± is the standard deviation over seeds.", ""]

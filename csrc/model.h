@@ -81,11 +81,17 @@ void den_model_free(den_model *m);
 den_status den_model_scatter(const den_model *m, den_net *net, int grads);
 
 /* One sample source: rows of X with the net's full input width, targets for one head.
- * Working memory of training, per minibatch row (allocated once per call, never per batch):
- *   inputs + for every layer its output (units * out_pixels), and for conv layers also the
- *   pre-pooling map (units * h * w) and the pooling argmax, + two gradient rows of the largest
- *   layer + 4 rows of the widest head; plus one im2col buffer (C * kh * kw * h * w floats of the
- *   largest conv layer) and one pre-pooling gradient map for the whole batch. */
+ * Working memory of a training call (allocated once per call, never per minibatch), for
+ * batch B, in floats:
+ *   B * [inputs + for every layer its output (units * out_pixels), and for pooled conv layers
+ *        also the pre-pooling map (units * h * w) and the pooling argmax + two gradient rows of
+ *        the largest layer output + 4 rows of the widest head]
+ * + B * units * h * w of the largest pre-pooling gradient map
+ * + the largest conv layer's im2col columns (C*kh*kw * nb*h*w) and GEMM result (F * nb*h*w),
+ *   nb = den_conv_samples_per_gemm (conv.h: the columns stay within 32 MiB)
+ * + the model itself: parameters, gradients and two optimizer moments (4x the gathered
+ *   weights), plus masks and anchors when the stage uses them.
+ * benchmarks/cnn_throughput.py evaluates this for the LeNet and AlexNet trunks. */
 typedef struct {
     const float *X;        /* (n, n_features), row-major */
     int64_t n;

@@ -746,6 +746,13 @@ def read_mnist(path=None):
 # CIFAR-100 pickles, read without executing anything
 
 
+def _latin1_encode(text, encoding="latin1"):
+    """The only call _codecs.encode may make here: str -> bytes, nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
 def _numpy_pickle_globals():
     try:  # NumPy >= 2
         from numpy._core.multiarray import _reconstruct
@@ -753,7 +760,10 @@ def _numpy_pickle_globals():
     except ImportError:  # NumPy 1.x
         from numpy.core.multiarray import _reconstruct
         from numpy.core.numeric import _frombuffer
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, 'latin1'):
+               # a pure string-to-bytes conversion, so files re-saved by Python 3 load too
+               ("_codecs", "encode"): _latin1_encode}
     for core in ("numpy.core", "numpy._core"):  # files written under NumPy 1.x or 2.x
         allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
         allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer  # protocol 5 arrays

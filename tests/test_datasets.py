@@ -744,3 +744,22 @@ def test_real_debian_fashion_mnist(monkeypatch):
     tasks = load("mnist-variation", n_tasks=2, n_train_per_class=5, n_val_per_class=2,
                  n_test_per_class=3)
     assert [t.y_test.sum() for t in tasks] == [3, 3] and tasks[0].X_test.shape == (30, 784)
+
+
+def test_python3_protocol2_pickles_load_and_codecs_stays_harmless(tmp_path):
+    """Python 3 writes bytes into protocol-2 pickles through _codecs.encode(str, 'latin1'): such
+    re-saved CIFAR files load; any other use of _codecs.encode is refused."""
+    data = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"fine_labels": [1, 2]}
+    path = tmp_path / "p2"
+    path.write_bytes(pickle.dumps(data, protocol=2))
+    back = datasets.read_numpy_pickle(path)
+    assert back[b"fine_labels"] == [1, 2] and np.array_equal(back[b"data"], data[b"data"])
+
+    class Sneaky:
+        def __reduce__(self):
+            import _codecs
+            return (_codecs.encode, ("x", "rot13"))
+
+    path.write_bytes(pickle.dumps({b"a": Sneaky()}, protocol=2))
+    with pytest.raises(datasets.UnsafePickleError):
+        datasets.read_numpy_pickle(path)
