@@ -4,9 +4,9 @@ Measures what the DEN issue asks for, in one process on den's one BLAS pool:
   - per-task test AUROC after the last task for DEN, STL and DNN; final capacity relative to the
     base network and to STL; wall seconds per training stage (selective / expansion / split)
     and in total;
-  - selective vs full retraining at equal epochs (the paper's Fig. 4a): DEN without expansion
-    and split (DNN-L2-Selective) against the same with the whole network retrained each task
-    (selective=False): time of the retraining stage and mean AUROC;
+  - selective vs full retraining at equal epochs (the paper's Fig. 4a): DEN against DEN with
+    the whole network retrained in step 1 of every task (selective=False): seconds of that
+    retraining stage and mean AUROC;
   - the targets: DEN mean AUROC within 0.5 points (0.005) of STL and above DNN, capacity at
     most 2x the base network, selective retraining at most half the time of full retraining.
 
@@ -41,7 +41,7 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1, help="den.set_num_threads (1: deterministic)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="DEN constructor argument, e.g. --set sigma=0.4 (repeatable)")
-    p.add_argument("--skip-fig4a", action="store_true", help="skip the selective vs full retraining runs")
+    p.add_argument("--skip-fig4a", action="store_true", help="skip the full-retraining run")
     p.add_argument("--quick", action="store_true", help="4 tasks x 3,000 samples, 2 epochs: a smoke test")
     p.add_argument("--out", default=os.path.join(_common.HERE, "out", "den_permuted.json"))
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
@@ -91,9 +91,7 @@ def main():
         "DNN": run("DNN", den.DNN(**common), tasks),
     }
     if not args.skip_fig4a:
-        sel = {**common, **extra, "expansion": "none", "split": False}
-        results["selective"] = run("DNN-L2-Selective", den.DEN(**sel), tasks)
-        results["full"] = run("DNN-L2 (full retraining)", den.DEN(**sel, selective=False), tasks)
+        results["full"] = run("DEN, full retraining", den.DEN(**common, **{**extra, "selective": False}), tasks)
     doc = summarize(args, common, extra, results)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -119,11 +117,13 @@ def summarize(args, common, extra, results):
         "den_above_dnn": bool(d.mean_auroc > dnn.mean_auroc),
         "capacity_at_most_2x_base": bool(d.relative_capacity <= 2.0),
     }
-    if "selective" in results:
-        sel_s = retrain_seconds(results["selective"], "selective")
+    if "full" in results:
+        sel_s = retrain_seconds(d, "selective")
         full_s = retrain_seconds(results["full"], "retrain")
         doc["fig4a"] = {"selective_seconds": sel_s, "full_seconds": full_s, "ratio": sel_s / full_s if full_s else None,
-                        "selective_auroc": results["selective"].mean_auroc, "full_auroc": results["full"].mean_auroc}
+                        "selective_auroc": d.mean_auroc, "full_auroc": results["full"].mean_auroc,
+                        "selective_total_seconds": d.total_seconds, "full_total_seconds": results["full"].total_seconds,
+                        "full_capacity": results["full"].relative_capacity}
         targets["selective_at_most_half_of_full"] = bool(full_s and sel_s <= 0.5 * full_s)
     doc["targets"] = targets
     return doc
@@ -158,9 +158,11 @@ def report(doc):
               markdown_table(["task", "selected", "val loss", "added", "kept", "split", "widths", "sparsity"], rows), ""]
     if "fig4a" in doc:
         f = doc["fig4a"]
-        lines += [f"Selective vs full retraining at equal epochs (no expansion, no split): retraining stage "
-                  f"{f['selective_seconds']:.0f} s vs {f['full_seconds']:.0f} s (ratio {f['ratio']:.2f}); "
-                  f"mean AUROC {f['selective_auroc']:.4f} vs {f['full_auroc']:.4f}.", ""]
+        lines += [f"Selective vs full retraining at equal epochs (DEN vs DEN with selective=False): step-1 "
+                  f"retraining {f['selective_seconds']:.0f} s vs {f['full_seconds']:.0f} s summed over tasks (ratio "
+                  f"{f['ratio']:.2f}); whole run {f['selective_total_seconds']:.0f} s vs "
+                  f"{f['full_total_seconds']:.0f} s; mean AUROC {f['selective_auroc']:.4f} vs {f['full_auroc']:.4f}; "
+                  f"capacity {d.relative_capacity:.2f}x vs {f['full_capacity']:.2f}x.", ""]
     lines += ["Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()) + "."]
     return "\n".join(lines)
 

@@ -58,6 +58,8 @@ class DEN(Model):
     ----------
     hidden : base network widths, default (312, 128).
     l1 : mu, L1 strength (Eqs. 2-6 keep the network sparse in every stage).
+    head_l1 : L1 strength of the new head's sparse fit on the frozen trunk (Eq. 3), which
+        decides the selected subnetwork; default: l1.
     l2_prev : lambda, strength of the pull lambda * ||W - W^{t-1}||^2 (Eqs. 4 and 6).
     group_lasso : gamma, group lasso strength on the new units (Eq. 5).
         The three are on the scale of the training objective (mean loss + penalties): the core
@@ -82,11 +84,13 @@ class DEN(Model):
 
     kind = "DEN"
 
-    def __init__(self, hidden=(312, 128), *, l1=5e-4, l2_prev=3e-3, group_lasso=1e-4, tau=0.8, sigma=0.3, k=10,
+    def __init__(self, hidden=(312, 128), *, l1=2e-4, head_l1=None, l2_prev=3e-3, group_lasso=1e-4, tau=0.65,
+                 sigma=0.2, k=10,
                  epochs=10, head_epochs=None, expand_epochs=None, split_epochs=0, finetune_epochs=None,
                  expansion="dynamic", selective=True, split=True, timestamps=True, finetune=False, **kwargs):
         super().__init__(hidden, epochs=epochs, **kwargs)
         self.l1 = check.number(l1, "l1", low=0)
+        self.head_l1 = None if head_l1 is None else check.number(head_l1, "head_l1", low=0)
         self.l2_prev = check.number(l2_prev, "l2_prev", low=0)
         self.group_lasso = check.number(group_lasso, "group_lasso", low=0)
         self.tau = check.number(tau, "tau", low=0)
@@ -152,7 +156,7 @@ class DEN(Model):
         # 1. selective retraining (Alg. 2)
         features = net.features(task["X"], h)
         self._train(net, [(features, task["Y"], h)], task=t, stage="head", head_only=True,
-                    epochs=self._epochs("head"), head_reg={"l1": self.l1})
+                    epochs=self._epochs("head"), head_reg={"l1": self.l1 if self.head_l1 is None else self.head_l1})
         units, inputs = net.select(h)
         report["selected"] = [int(u.sum()) for u in units]
         report["selected_units"] = [np.flatnonzero(u).tolist() for u in units]
