@@ -7,7 +7,6 @@ import pytest
 
 import den
 import twin
-from conftest import same_state
 from den import _core
 
 SHAPE = (2, 7, 6)  # channels, height, width: odd and non-square on purpose

@@ -6,9 +6,7 @@ checkout. The kernel imports the same den as this test process: the installed on
 checkout built in place (then its folder goes on the kernel's PYTHONPATH).
 """
 
-import os
 import re
-import site
 import time
 from pathlib import Path
 
@@ -19,22 +17,12 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 import den  # noqa: E402
+from children import child_env  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ("quickstart.ipynb", "reproduce.ipynb")
 CELL_TIMEOUT = 300  # seconds per cell
 MODELS = ("DEN", "STL", "MTL", "DNN", "L2", "EWC", "Progressive")
-
-
-def _kernel_env():
-    """The environment of the kernel: ours, plus the folder holding den when den does not come
-    from site-packages (a checkout built in place, found through PYTHONPATH or the cwd)."""
-    env = dict(os.environ)
-    home = Path(den.__file__).resolve().parent.parent
-    installed = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
-    if home not in installed:
-        env["PYTHONPATH"] = os.pathsep.join([str(home)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
 
 
 def _execute(name, workdir):
@@ -43,7 +31,7 @@ def _execute(name, workdir):
                                      resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
     try:
-        client.execute(env=_kernel_env())
+        client.execute(env=child_env())
     except nbclient.exceptions.CellExecutionError as exc:
         pytest.fail(f"{name}: a cell raised\n{exc}", pytrace=False)
     print(f"{name}: executed in {time.perf_counter() - start:.1f} s")

@@ -37,8 +37,8 @@ import pytest
 import den
 from den import _core, _io
 from den.cli import main as cli_main
+from children import DEN_HOME, child_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"hidden": (16, 8), "epochs": 2, "batch_size": 32, "lr": 0.01, "seed": 0}
 SIZES = {"n_train": 300, "n_val": 60}
 
@@ -1016,11 +1016,11 @@ def children(request):
     they run while the other tests do (each spends ~2 s importing den); killed at the end if
     still running."""
     names = {item.originalname for item in request.session.items if item.module is request.module}
-    env = {**os.environ, "PYTHONPATH": ROOT, "OPENBLAS_NUM_THREADS": "1"}
+    env = child_env(OPENBLAS_NUM_THREADS="1")
 
     def start(*args):
         return subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=ROOT)
+                                text=True, env=env, cwd=DEN_HOME)
 
     procs = {}
     if names & HUGE_USERS and not UNDER_ASAN:
