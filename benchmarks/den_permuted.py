@@ -131,7 +131,7 @@ def summarize(args, common, extra, results):
 
 def report(doc):
     R = {k: den.RunResult.from_json(json.dumps(v)) for k, v in doc["results"].items()}
-    d, stl, dnn = R["DEN"], R["STL"], R["DNN"]
+    d, stl = R["DEN"], R["STL"]
     T = d.n_tasks
     lines = [f"`{doc['command']}` — {doc['date']}, revision {doc['revision']}, {doc['machine']['cpu']}, "
              f"{doc['threads']} BLAS thread(s). DEN settings: `{json.dumps(doc['den_params'])}`.", ""]

@@ -1406,7 +1406,18 @@ static PyMethodDef Net_methods[] = {
     {"get_state", (PyCFunction)Net_get_state, METH_NOARGS, "get_state() -> dict of copies of every array."},
     {"from_state", (PyCFunction)Net_from_state, METH_O | METH_CLASS, "Net.from_state(state) -> Net, fully validated."},
     {"train", (PyCFunction)(void (*)(void))Net_train, METH_VARARGS | METH_KEYWORDS,
-     "train(data, epochs, batch_size, lr, ...) -> float: one training stage in one call (see den/_net.py)."},
+     "train(data, epochs, batch_size, lr, optimizer='adam', units=None, train=None, inputs=None, train_heads=None,\n"
+     "      head_only=False, max_stamp=-1, use_stamps=True, layer_reg=None, head_reg=None, anchor=None, coef=None,\n"
+     "      lr_decay=1.0, beta1=0.9, beta2=0.999, eps=1e-8, momentum=0.0, seed=0, callback=None, poll_interval=0.1)\n"
+     "-> float (mean training loss of the last epoch).\n\n"
+     "One training stage in one call, without the GIL. data: [(X float32 (n, n_input), Y, head), ...], Y float32\n"
+     "(n, k) targets for sigmoid heads or int32 (n,) classes for softmax ones; several entries train jointly\n"
+     "(round-robin minibatches). units/inputs: per-layer bool flags of the units (and input units) to gather\n"
+     "(None: all); train: flags of the gathered units that train (others are frozen); train_heads: head ids\n"
+     "that train (None: all in data). layer_reg/head_reg: {'l1', 'wd', 'pull', 'group'}; pull draws weights\n"
+     "toward `anchor` (an earlier clone), weighted by `coef` (a Net of per-parameter coefficients, e.g. Fisher).\n"
+     "head_only: train one head on features from Net.features. callback(epoch, epochs, step, steps, loss) is\n"
+     "called a few times a second; Ctrl-C or an exception in it stops training and leaves the net unchanged."},
     {"predict", (PyCFunction)(void (*)(void))Net_predict, METH_VARARGS | METH_KEYWORDS,
      "predict(X, head, use_stamps=True) -> (n, k) float32 probabilities."},
     {"features", (PyCFunction)(void (*)(void))Net_features, METH_VARARGS | METH_KEYWORDS,

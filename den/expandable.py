@@ -150,8 +150,7 @@ class DEN(Model):
         prev = net.clone()
         h = net.add_head(task["head"], task["n_outputs"], t, seed=self._seed("head", t))
         data = [(task["X"], task["Y"], h)]
-        eq4 = {"layer_reg": {"l1": self.l1, "pull": 2.0 * self.l2_prev}, "head_reg": {"l1": self.l1},
-               "anchor": prev}
+        eq4 = self._eq46(prev)
 
         # 1. selective retraining (Alg. 2)
         features = net.features(task["X"], h)
@@ -199,8 +198,13 @@ class DEN(Model):
             self._prune(born=t)
             report["kept"] = [int((layer["stamp"] == t).sum()) for layer in net.get_state()["layers"]]
 
+    def _eq46(self, prev):
+        """Training arguments of Eqs. 4 and 6: L2 toward the previous weights, and L1."""
+        return {"layer_reg": {"l1": self.l1, "pull": 2.0 * self.l2_prev}, "head_reg": {"l1": self.l1},
+                "anchor": prev}
+
     def _split(self, net, prev, t, data, h, report):
-        eq6 = {"layer_reg": {"l1": self.l1, "pull": 2.0 * self.l2_prev}, "head_reg": {"l1": self.l1}, "anchor": prev}
+        eq6 = self._eq46(prev)
         if self.split_epochs:
             # Alg. 4's first Eq. 6 pass as a stage of its own; by default (split_epochs=0) the
             # drift is that of selective retraining, which already trained S with Eq. 6's objective
