@@ -3,6 +3,7 @@
     python benchmarks/reproduce.py                                   # everything: hours on 2 cores
     python benchmarks/reproduce.py --datasets mnist-variation --seeds 2
     python benchmarks/reproduce.py --quick                           # minutes: a smoke test
+    python benchmarks/reproduce.py --cached                          # RESULTS.md from what is cached
     python benchmarks/reproduce.py --datasets split-cifar100 --models DEN,STL,DNN,L2,EWC,Progressive \
         --path /data/cifar-100-python                                # the paper's CIFAR-100 comparison
 
@@ -75,6 +76,8 @@ def parse_args():
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cached", action="store_true",
+                   help="compute nothing: write RESULTS.md from the results already in --out (any seeds)")
     p.add_argument("--quick", action="store_true", help="3 tasks, small data, 2 epochs, 1 seed (not saved in RESULTS.md)")
     p.add_argument("--out", default=os.path.join(_common.HERE, "out", "reproduce"))
     return p.parse_args()
@@ -124,6 +127,10 @@ def main():
                 path = os.path.join(folder, f"{name.lower()}-seed{seed}.json")
                 model = make(name, dataset, seed, args.quick)
                 r = den.RunResult.from_json(path) if os.path.exists(path) else None
+                if args.cached:
+                    if r is not None and same_settings(r, model):
+                        results.setdefault(dataset, []).append(r)
+                    continue
                 if r is not None and not same_settings(r, model):
                     log(f"{dataset} seed {seed}: {name}: cached result has other settings; recomputing")
                     r = None
@@ -143,6 +150,13 @@ def main():
         with open(os.path.join(_common.HERE, "RESULTS.md"), "w") as f:
             f.write(text + "\n")
         log("wrote benchmarks/RESULTS.md")
+
+
+def seed_mean(curves):
+    """Mean over seeds (rows) per column, NaN where no seed has a value (MTL before the end)."""
+    have = ~np.isnan(curves)
+    total = np.where(have, curves, 0.0).sum(axis=0)
+    return np.where(have.any(axis=0), total / np.maximum(have.sum(axis=0), 1), np.nan)
 
 
 def report(results, args):
@@ -168,12 +182,15 @@ def report(results, args):
             if paper:
                 row.append(f"{paper[name]:.4f}" if name in paper else "-")
             rows.append(row)
-        lines += [f"## {dataset}", "", markdown_table(header, rows), ""]
+        n_seeds = len({r.seed for r in rs})
+        lines += [f"## {dataset}", "",
+                  f"Computed by `python benchmarks/reproduce.py --datasets {dataset} --seeds {n_seeds}`.", ""]
+        lines += [markdown_table(header, rows), ""]
         curves = {}
         for r in rs:
             curves.setdefault(r.model, []).append(r.mean_auroc_curve())
         T = rs[0].n_tasks
-        rows = [[name] + [("-" if np.isnan(v) else f"{v:.4f}") for v in np.nanmean(np.array(c), axis=0)]
+        rows = [[name] + [("-" if np.isnan(v) else f"{v:.4f}") for v in seed_mean(np.array(c))]
                 for name, c in curves.items()]
         lines += ["Mean AUROC over the tasks learned so far, after each task (Fig. 3, top row):", "",
                   markdown_table(["model"] + [str(t + 1) for t in range(T)], rows), ""]
