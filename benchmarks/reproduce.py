@@ -67,6 +67,26 @@ PAPER = {
                                      "Progressive": 0.8819, "DEN": 0.9225}),
 }
 
+# Why our numbers differ from the paper's, per data set (printed under each table).
+DIFFERENCES = {
+    "permuted-fashion-mnist": (
+        "Against the paper: its column is permuted MNIST, ours permuted Fashion-MNIST (no MNIST files "
+        "here, and none may be downloaded). Fashion-MNIST is harder, so every model scores lower; compare "
+        "the gaps to STL (the last two columns), not the values. The ranking is the paper's: STL, MTL and "
+        "Progressive at the top, DEN close below them at a small fraction of their capacity, EWC and L2 "
+        "well below, DNN (which the paper's table omits) lowest. As gaps to STL, our L2 forgets about as "
+        "much as the paper's and our EWC more; the paper does not give its lambdas, ours were chosen once "
+        "for the whole sequence. Progressive matches STL here (each column is a full 312-128 network) "
+        "while the paper's is 0.008 below its STL."),
+    "mnist-variation": (
+        "Against the paper: it reports MNIST-Variation only as curves (Fig. 3), not as a table, so there "
+        "is no number to put beside ours; and our MNIST-Variation is rebuilt from Fashion-MNIST images "
+        "(rotated, over noise or image backgrounds), not from MNIST digits, so the values would not be "
+        "comparable anyway. What does carry over is the shape of Fig. 3: DNN forgets most, L2 and EWC "
+        "sit between, and DEN stays within about 0.01 of STL and Progressive while using less capacity "
+        "than one base network (the L1-sparse trunk keeps fewer nonzero weights than splits add)."),
+}
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -172,8 +192,9 @@ def report(results, args):
         rows_by_model = summarize(rs)
         paper_name, paper = PAPER.get(dataset, (None, {}))
         header = ["model", "seeds", "mean AUROC", "capacity (x base)", "capacity (x STL)", "seconds"]
+        stl = rows_by_model.get("STL", {}).get("auroc_mean")
         if paper:
-            header.append(f"paper ({paper_name})")
+            header += [f"paper ({paper_name})", "ours - STL", "paper - STL"]
         rows = []
         for name, s in rows_by_model.items():
             row = [name, s["seeds"], f"{s['auroc_mean']:.4f} ± {s['auroc_std']:.4f}",
@@ -181,11 +202,15 @@ def report(results, args):
                    f"{s['capacity_vs_stl']:.3f}" if "capacity_vs_stl" in s else "-", f"{s['seconds_mean']:.0f}"]
             if paper:
                 row.append(f"{paper[name]:.4f}" if name in paper else "-")
+                row.append(f"{s['auroc_mean'] - stl:+.4f}" if stl is not None else "-")
+                row.append(f"{paper[name] - paper['STL']:+.4f}" if name in paper else "-")
             rows.append(row)
         n_seeds = len({r.seed for r in rs})
         lines += [f"## {dataset}", "",
                   f"Computed by `python benchmarks/reproduce.py --datasets {dataset} --seeds {n_seeds}`.", ""]
         lines += [markdown_table(header, rows), ""]
+        if dataset in DIFFERENCES:
+            lines += [DIFFERENCES[dataset], ""]
         curves = {}
         for r in rs:
             curves.setdefault(r.model, []).append(r.mean_auroc_curve())
