@@ -1,7 +1,7 @@
-"""Command line: python -m den run ... | python -m den compare ...
+"""Command line: den run ... | den compare ... (also python -m den, outside the source checkout)
 
-    python -m den run --model den --dataset digits --tasks 10 --seed 0 --out r.json
-    python -m den compare --dataset digits --models den,stl,mtl,dnn,l2,ewc,progressive --seeds 5
+    den run --model den --dataset digits --tasks 10 --seed 0 --out r.json
+    den compare --dataset digits --models den,stl,mtl,dnn,l2,ewc,progressive --seeds 5
 
 Model settings: the models' defaults, or DATASET_SETTINGS for the data set (digits); then
 --hidden 312,128 --epochs 10 ... apply to every model; --set KEY=VALUE sets any constructor
@@ -35,7 +35,7 @@ DATASET_SETTINGS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m den", description="Dynamically Expandable Networks and baselines")
+    parser = argparse.ArgumentParser(prog="den", description="Dynamically Expandable Networks and baselines")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="learn a task sequence with one model and report per-task AUROC")
     run_p.add_argument("--model", default="den", choices=sorted(MODELS))

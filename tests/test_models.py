@@ -214,3 +214,32 @@ def test_cli_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "cmp" / "summary.json").exists()
     assert main(["run", "--model", "dnn", "--set", "nonsense=1", "--quiet", "--tasks", "1"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs_in_a_child(tmp_path):
+    import subprocess
+    import sys
+
+    from children import child_env
+
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "den", "run", "--model", "dnn", "--tasks", "1", "--epochs", "1",
+                           "--hidden", "8", "--quiet", "--out", str(out)],
+                          cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert den.RunResult.from_json(out).n_tasks == 1
+
+
+def test_source_tree_without_core_says_what_to_do(tmp_path):
+    # `python -m den` from a fresh checkout imports the checkout, which has no compiled core
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(den.__file__).parent
+    shutil.copytree(src, tmp_path / "den", ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-c", "import den"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode != 0
+    assert "den._core" in proc.stderr and "build_ext --inplace" in proc.stderr and str(tmp_path) in proc.stderr
