@@ -36,6 +36,7 @@ def figures(results, task=0):
             drift = np.array([r.auroc[:, task] for r in rs])
             _band(ax_c, x, drift, color, name, marker=".")
     ax_a.set(xlabel="number of tasks learned", ylabel="mean AUROC (tasks so far)", title="(a) average per-task AUROC")
+    ax_b.margins(x=0.15)  # room for the labels of the points at the edges
     ax_b.set(xlabel="capacity (x base network)", ylabel="final mean AUROC", title="(b) AUROC vs capacity")
     ax_c.set(xlabel="after learning task", ylabel=f"AUROC on task {task + 1}", title=f"(c) semantic drift of task {task + 1}")
     for ax in axes:
