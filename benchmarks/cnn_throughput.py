@@ -19,6 +19,12 @@ What is measured
          of a shuffled index per epoch). Threads: torch.set_num_threads. Its convolutions run on
          the backend PyTorch selects (oneDNN on this wheel; recorded per layer). Skipped, with a
          note, if torch is not importable.
+  bound  the GEMM bound: the sgemm calls of one den training step at this batch (step_gemms:
+         forward, weight gradient and, above the first layer, input gradient of every conv
+         chunk and dense layer), each timed alone on the OpenBLAS den links with the same
+         threads; bound = batch / their summed seconds. den/bound is how much of den's time is
+         matrix products; torch/bound above 1 means PyTorch's convolutions are faster than
+         OpenBLAS's sgemm could make den.
 
 How
   Like throughput.py, whose conventions and helpers (passes, WORKER_ENV, the Adam constants,
@@ -60,8 +66,8 @@ import threadpoolctl
 from _common import (blas_libraries, command_line, git_revision, linked_library, log, machine,
                      markdown_table, run_worker, today, update_readme_block, use_repo_den,
                      write_result, HERE)
-from throughput import (BETA1, BETA2, EPS, LR, OPENBLAS_VARS, WORKER_ENV, TorchMLP, passes,
-                        relative_error, time_epochs, torch_blas)
+from throughput import (BETA1, BETA2, EPS, LR, NO_TRANS, OPENBLAS_VARS, TRANS, WORKER_ENV, Sgemm, TorchMLP,
+                        passes, relative_error, time_epochs, torch_blas)
 
 use_repo_den()
 from den import ALEXNET, LENET  # noqa: E402  (plain dicts; the parent needs them for shapes)
@@ -198,11 +204,52 @@ def conv_geometry(arch):
     return out, c * h * w
 
 
-def samples_per_gemm(B, C, H, W, kh, kw, cols_floats=8 << 20):
+def samples_per_gemm(B, C, H, W, kh, kw):
     """den_conv_samples_per_gemm (csrc/conv.c): samples whose im2col columns fit in
-    DEN_CONV_COLS_FLOATS (8 Mi floats), at least 1, at most B."""
+    DEN_CONV_COLS_FLOATS (conv.h; _core.CONV_COLS_FLOATS), at least 1, at most B."""
+    from den import _core
+
     per = C * kh * kw * H * W
-    return max(1, min(B, cols_floats // per))
+    return max(1, min(B, _core.CONV_COLS_FLOATS // per))
+
+
+def step_gemms(arch, B):
+    """den's sgemm calls in one training step at batch B, as (count, transA, transB, M, N, K,
+    lda, ldb, ldc): per conv layer and chunk of nb samples (N = nb*h*w columns) the forward
+    (F x N x C*kh*kw), the weight gradient and, above the first layer, the input gradient
+    (csrc/conv.c); per dense layer and the head the same three (csrc/dense.c)."""
+    geo, flat = conv_geometry(arch)
+    calls = []
+    for l, (c, h, w, f, kh, kw, p) in enumerate(geo):
+        nb, K = samples_per_gemm(B, c, h, w, kh, kw), c * kh * kw
+        for m, count in ((nb, B // nb), (B % nb, 1)):
+            if m == 0 or count == 0:
+                continue
+            N = m * h * w
+            calls.append((count, NO_TRANS, NO_TRANS, f, N, K, K, N, N))
+            calls.append((count, NO_TRANS, TRANS, f, K, N, N, N, K))
+            if l > 0:
+                calls.append((count, TRANS, NO_TRANS, K, N, f, K, N, N))
+    n_in = flat
+    for n_out in list(arch["hidden"]) + [N_CLASSES]:
+        calls.append((1, NO_TRANS, TRANS, B, n_out, n_in, n_in, n_in, n_out))
+        calls.append((1, TRANS, NO_TRANS, n_out, n_in, B, n_out, n_in, n_in))
+        calls.append((1, NO_TRANS, NO_TRANS, B, n_in, n_out, n_out, n_in, n_in))
+        n_in = n_out
+    return calls
+
+
+def gemm_seconds(sgemm, arch, B):
+    """Seconds of one training step's sgemm calls, each timed alone on den's OpenBLAS."""
+    total = 0.0
+    for count, *shape in step_gemms(arch, B):
+        args, _keep = sgemm.arguments(*shape)
+        total += count * sgemm.seconds_per_call(args)
+    return total
+
+
+def gemm_flops(arch, B):
+    return sum(2.0 * count * M * N * K for count, ta, tb, M, N, K, *_ in step_gemms(arch, B))
 
 
 def working_memory(arch, B):
@@ -216,7 +263,7 @@ def working_memory(arch, B):
         id (int32) and the sample index (int64);
       for the whole batch: one im2col buffer, C*kh*kw * nb*h*w floats, and one GEMM result,
         F * nb*h*w floats, each the largest over the conv layers, nb = den_conv_samples_per_gemm
-        (as many samples as keep the columns within 8 Mi floats = 32 MiB); and one pre-pooling
+        (as many samples as keep the columns within _core.CONV_COLS_FLOATS); and one pre-pooling
         gradient map, B * the largest F*h*w.
 
     Alignment padding (under 64 B per buffer, den_take) and the few pointer arrays are left out.
@@ -329,6 +376,12 @@ def worker_den(args):
         return lambda X, y: net.train([(X, y, 0)], epochs=1, batch_size=B, lr=LR, beta1=BETA1, beta2=BETA2, eps=EPS)
 
     rows = time_archs("den", make_epoch, den.set_num_threads, make_data, args)
+    sgemm = Sgemm(_core.__file__)
+    for row in rows:  # the GEMM bound: the step's sgemm calls alone, same library and threads
+        den.set_num_threads(row["threads"])
+        row["gemm_s"] = gemm_seconds(sgemm, ARCHS[row["arch"]], row["batch"])
+        log("  bound %s T=%d B=%d %8.0f samples/s" % (row["arch"], row["threads"], row["batch"],
+                                                       row["batch"] / row["gemm_s"]))
     path = linked_library(_core.__file__, "libopenblas")
     lib = next((b for b in blas_libraries() if path and os.path.realpath(b["filepath"]) == path), {})
     info = dict(den.blas_info(), library=path, version=lib.get("version"), architecture=lib.get("architecture"))
@@ -406,6 +459,8 @@ def merge(docs):
     for rows in zip(*(d["results"] for d in docs)):
         row = dict(rows[0], seconds=[r["seconds"] for r in rows], loss=[r["loss"] for r in rows])
         row["images_per_s"] = row["n"] / min(row["seconds"])
+        if "gemm_s" in row:
+            row["bound"] = row["batch"] / min(r["gemm_s"] for r in rows)
         out["results"].append(row)
     return out
 
@@ -421,24 +476,28 @@ def other_load(runs):
 
 
 def results(runs):
-    """[(pass, threads, arch, den img/s, torch img/s or None)], in table order."""
+    """[(pass, threads, arch, den img/s, torch img/s or None, GEMM bound img/s)], in table order."""
     out = []
     for pass_name, docs in runs.items():
         den, torch = by_config(docs["den"]), by_config(docs["torch"])
         for (arch, T), d in sorted(den.items(), key=lambda kv: (kv[0][1], list(ARCHS).index(kv[0][0]))):
-            out.append((pass_name, T, arch, d["images_per_s"], torch.get((arch, T), {}).get("images_per_s")))
+            out.append((pass_name, T, arch, d["images_per_s"], torch.get((arch, T), {}).get("images_per_s"),
+                        d["bound"]))
     return out
 
 
 def table(runs):
     fmt = lambda x: "{:,.0f}".format(x) if x else "—"  # noqa: E731
-    rows = [[p, T, a, fmt(d), fmt(t), "%.2fx" % (d / t) if t else "—"] for p, T, a, d, t in results(runs)]
-    return ["pass", "threads", "arch", "den img/s", "torch img/s", "den/torch"], rows
+    rows = [[p, T, a, fmt(d), fmt(t), "%.2fx" % (d / t) if t else "—", fmt(g), "%.0f%%" % (100 * d / g),
+             "%.2fx" % (t / g) if t else "—"] for p, T, a, d, t, g in results(runs)]
+    return ["pass", "threads", "arch", "den img/s", "torch img/s", "den/torch", "GEMM bound img/s", "den/bound",
+            "torch/bound"], rows
 
 
 def targets(runs):
     """The issue's target, per pass, threads and arch: den at least as fast as PyTorch."""
-    return [(p, "den >= torch, %s T=%d" % (a, T), "%.2fx" % (d / t), d >= t) for p, T, a, d, t in results(runs) if t]
+    return [(p, "den >= torch, %s T=%d" % (a, T), "%.2fx" % (d / t), d >= t) for p, T, a, d, t, g in results(runs)
+            if t]
 
 
 def kernels(runs):
@@ -488,6 +547,8 @@ def report(doc):
         "- Data: random 3x32x32 float32 images, 10 classes, batch %d; %s; images/s of the best of %d rounds. "
         "Workers ran with %s." % (doc["batch"], ", ".join("n = %d for %s" % (doc["n"][a], a) for a in doc["archs"]),
                                   doc["repeats"], ", ".join("%s=%s" % kv for kv in WORKER_ENV.items())),
+        "- GEMM work per image in one training step: %s." % ", ".join(
+            "%s %.3f GFLOP" % kv for kv in doc["gemm_gflop_per_image"].items()),
         "- Other processes on the machine took %.0f%% of one core during the run%s." % (
             100 * doc["other_load"], " (**too busy: its 2-thread numbers are unreliable**)" if doc["other_load"] > 0.1 else ""),
         "", markdown_table(*kernels(doc["passes"])),
@@ -511,7 +572,8 @@ section above (one worker process per contender, best of rounds, a second pass w
 OpenBLAS variables). Before timing, a check worker builds both networks from the same weights
 and requires den's loss, weight gradients and weights after one full-batch Adam step to match
 PyTorch's (tolerances and why: `TOLERANCE` in the script). The target is den at least as fast
-as PyTorch. The last table gives den's working memory per training call, from the layout that
+as PyTorch. The GEMM bound is the speed den would reach if its training step were nothing but
+its sgemm calls (each timed alone on den's OpenBLAS, same threads). The last table gives den's working memory per training call, from the layout that
 `csrc/model.h` and `csrc/conv.h` describe. See the script's docstring for details.
 """
 
@@ -549,6 +611,7 @@ def main(argv=None):
            "archs": args.archs, "n": {a: args.n[a] for a in args.archs}, "batch": args.batch,
            "threads": args.threads, "repeats": args.repeats}
     mem, doc["memory_table"] = memory(args.batch, args.archs)
+    doc["gemm_gflop_per_image"] = {a: gemm_flops(ARCHS[a], args.batch) / args.batch / 1e9 for a in args.archs}
     doc["working_memory"] = mem
     if os.getloadavg()[0] > 0.5:
         log("warning: load average %.2f: other processes are running, timings will be noisy" % os.getloadavg()[0])

@@ -12,6 +12,40 @@ int den_conv_samples_per_gemm(int B, int C, int H, int W, int kh, int kw) {
     return (int)(nb < B ? nb : (B > 0 ? B : 1));
 }
 
+/* One kernel tap (dy, dx) over one (H, W) plane: output pixel p = y * W + x reads input pixel
+ * p + s, s = dy * W + dx, when (y + dy, x + dx) is inside the plane. The valid p lie in rows
+ * [y0, y1) and, within the plane's flat index, in [lo, hi); inside that range only the |dx|
+ * edge columns of each row are invalid. So one long copy (or add) over [lo, hi) plus a fix-up
+ * of those columns replaces H short per-row pieces, which matters for the 8x8 and 16x16 maps
+ * of the deeper layers. */
+typedef struct {
+    int64_t s, lo, hi;
+    int y0, y1, empty;
+} tap_range;
+
+static tap_range tap_range_of(int H, int W, int dy, int dx) {
+    tap_range t = {0};
+    int64_t HW = (int64_t)H * W;
+    t.s = (int64_t)dy * W + dx;
+    t.y0 = dy < 0 ? -dy : 0;
+    t.y1 = dy > 0 ? H - dy : H;
+    t.empty = t.y1 <= t.y0 || dx >= W || -dx >= W;
+    if (t.empty) return t;
+    int64_t a = (int64_t)t.y0 * W, b = (int64_t)t.y1 * W;
+    t.lo = a > -t.s ? a : -t.s;
+    t.hi = b < HW - t.s ? b : HW - t.s;
+    if (t.hi < t.lo) t.hi = t.lo;
+    return t;
+}
+
+/* Zero the columns of rows [y0, y1) whose source x + dx falls outside the plane. */
+static void zero_edge_columns(float *r, const tap_range *t, int W, int dx) {
+    int c0 = dx < 0 ? 0 : W - dx, c1 = dx < 0 ? -dx : W;
+    if (dx == 0) return;
+    for (int y = t->y0; y < t->y1; y++)
+        for (int x = c0; x < c1; x++) r[(int64_t)y * W + x] = 0.0f;
+}
+
 void den_im2col(float *cols, int64_t ld, const float *x, int C, int H, int W, int kh, int kw) {
     int ph = kh / 2, pw = kw / 2;
     int64_t HW = (int64_t)H * W;
@@ -19,43 +53,39 @@ void den_im2col(float *cols, int64_t ld, const float *x, int C, int H, int W, in
         const float *xc = x + c * HW;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                float *row = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
+                float *r = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
                 int dy = i - ph, dx = j - pw;
-                /* output pixel (y, x) reads input (y + dy, x + dx) */
-                int x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? W - dx : W;
-                for (int y = 0; y < H; y++) {
-                    float *r = row + (int64_t)y * W;
-                    int sy = y + dy;
-                    if (sy < 0 || sy >= H || x1 <= x0) {
-                        memset(r, 0, (size_t)W * sizeof(float));
-                        continue;
-                    }
-                    if (x0 > 0) memset(r, 0, (size_t)x0 * sizeof(float));
-                    memcpy(r + x0, xc + (int64_t)sy * W + x0 + dx, (size_t)(x1 - x0) * sizeof(float));
-                    if (x1 < W) memset(r + x1, 0, (size_t)(W - x1) * sizeof(float));
+                tap_range t = tap_range_of(H, W, dy, dx);
+                if (t.empty) {
+                    memset(r, 0, (size_t)HW * sizeof(float));
+                    continue;
                 }
+                if (t.lo > 0) memset(r, 0, (size_t)t.lo * sizeof(float));
+                memcpy(r + t.lo, xc + t.lo + t.s, (size_t)(t.hi - t.lo) * sizeof(float));
+                if (t.hi < HW) memset(r + t.hi, 0, (size_t)(HW - t.hi) * sizeof(float));
+                zero_edge_columns(r, &t, W, dx);
             }
         }
     }
 }
 
-void den_col2im_add(float *dx, const float *cols, int64_t ld, int C, int H, int W, int kh, int kw) {
+static void add_shifted(float *restrict d, const float *restrict r, int64_t n) {
+    for (int64_t p = 0; p < n; p++) d[p] += r[p];
+}
+
+void den_col2im_add(float *dx, float *cols, int64_t ld, int C, int H, int W, int kh, int kw) {
     int ph = kh / 2, pw = kw / 2;
     int64_t HW = (int64_t)H * W;
     for (int c = 0; c < C; c++) {
         float *dc = dx + c * HW;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                const float *row = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
+                float *r = cols + ((int64_t)(c * kh + i) * kw + j) * ld;
                 int dy = i - ph, ddx = j - pw;
-                int x0 = ddx < 0 ? -ddx : 0, x1 = ddx > 0 ? W - ddx : W;
-                for (int y = 0; y < H; y++) {
-                    int sy = y + dy;
-                    if (sy < 0 || sy >= H) continue;
-                    const float *r = row + (int64_t)y * W;
-                    float *d = dc + (int64_t)sy * W + ddx;
-                    for (int xx = x0; xx < x1; xx++) d[xx] += r[xx];
-                }
+                tap_range t = tap_range_of(H, W, dy, ddx);
+                if (t.empty) continue;
+                zero_edge_columns(r, &t, W, ddx); /* padding positions must add nothing */
+                add_shifted(dc + t.lo + t.s, r + t.lo, t.hi - t.lo);
             }
         }
     }

@@ -12,7 +12,11 @@
  * tmp (F, nb*H*W) = Wt @ cols, scattered into the (B, F, H, W) output. Working memory of one
  * call: cols, C*kh*kw*nb*H*W floats, and tmp, F*nb*H*W floats, with nb =
  * den_conv_samples_per_gemm(B, C, H, W, kh, kw): as many samples as keep cols within
- * DEN_CONV_COLS_FLOATS (8 Mi floats, 32 MiB), at least 1. Nothing is allocated per call.
+ * DEN_CONV_COLS_FLOATS (1 Mi floats, 4 MiB), at least 1. Nothing is allocated per call.
+ * Why that small: the GEMM reads cols right after im2col wrote it (forward) or writes it right
+ * before col2im reads it (backward), so cols should still be in cache. At 8 Mi floats both ran
+ * at memory speed and training was 20-35% slower (benchmarks/README.md, CNN throughput; the
+ * budget can be set at build time with CFLAGS=-DDEN_CONV_COLS_FLOATS=...).
  *
  * A naive seven-loop convolution stays here as the reference the GEMM version is tested
  * against (den._core exposes both to the tests).
@@ -22,7 +26,9 @@
 
 #include <stdint.h>
 
-#define DEN_CONV_COLS_FLOATS (8 << 20)
+#ifndef DEN_CONV_COLS_FLOATS
+#define DEN_CONV_COLS_FLOATS (1 << 20)
+#endif
 
 /* Samples per GEMM for a batch of B (see above). */
 int den_conv_samples_per_gemm(int B, int C, int H, int W, int kh, int kw);
@@ -30,8 +36,9 @@ int den_conv_samples_per_gemm(int B, int C, int H, int W, int kh, int kw);
 /* cols (C*kh*kw rows, row stride ld >= H*W) from x (C, H, W) with zero padding kh/2, kw/2:
  * row (c, i, j) holds the input pixel each output pixel sees through kernel tap (i, j). */
 void den_im2col(float *cols, int64_t ld, const float *x, int C, int H, int W, int kh, int kw);
-/* dx (C, H, W) += the columns' contributions (the adjoint of im2col). */
-void den_col2im_add(float *dx, const float *cols, int64_t ld, int C, int H, int W, int kh, int kw);
+/* dx (C, H, W) += the columns' contributions (the adjoint of im2col). cols is scratch: its
+ * entries at padding positions are zeroed. */
+void den_col2im_add(float *dx, float *cols, int64_t ld, int C, int H, int W, int kh, int kw);
 
 /* out (B, F, H, W) = conv(x, Wt) + b, then ReLU if relu != 0. cols: C*kh*kw*nb*H*W floats,
  * tmp: F*nb*H*W floats, nb = den_conv_samples_per_gemm(B, ...). */

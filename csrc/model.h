@@ -88,7 +88,7 @@ den_status den_model_scatter(const den_model *m, den_net *net, int grads);
  *        the largest layer output + 4 rows of the widest head]
  * + B * units * h * w of the largest pre-pooling gradient map
  * + the largest conv layer's im2col columns (C*kh*kw * nb*h*w) and GEMM result (F * nb*h*w),
- *   nb = den_conv_samples_per_gemm (conv.h: the columns stay within 32 MiB)
+ *   nb = den_conv_samples_per_gemm (conv.h: the columns stay within 4 MiB)
  * + the model itself: parameters, gradients and two optimizer moments (4x the gathered
  *   weights), plus masks and anchors when the stage uses them.
  * benchmarks/cnn_throughput.py evaluates this for the LeNet and AlexNet trunks. */

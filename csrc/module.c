@@ -1473,8 +1473,8 @@ static PyObject *mod_blas_info(PyObject *m, PyObject *Py_UNUSED(ignored)) {
                          den_blas_get_threads());
 }
 
-/* Test hooks: the GEMM convolution and its naive reference on the same arrays, so the tests can
- * hold them against each other and against NumPy. */
+/* Test hooks: the GEMM convolution and its naive reference on the same arrays, and the GEMM
+ * backward, so the tests can hold them against each other and against NumPy. */
 static PyObject *mod_conv2d(PyObject *m, PyObject *args, PyObject *kwds) {
     (void)m;
     static char *kwlist[] = {"x", "W", "b", "kh", "kw", "naive", NULL};
@@ -1514,9 +1514,51 @@ static PyObject *mod_conv2d(PyObject *m, PyObject *args, PyObject *kwds) {
     return out;
 }
 
+static PyObject *mod_conv2d_backward(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *dzo, *xo, *Wo;
+    int kh, kw;
+    if (!PyArg_ParseTuple(args, "OOOii", &dzo, &xo, &Wo, &kh, &kw)) return NULL;
+    PyArrayObject *x = want_array(xo, "x", NPY_FLOAT32, 4, NULL);
+    if (!x) return NULL;
+    int B = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1), H = (int)PyArray_DIM(x, 2), W = (int)PyArray_DIM(x, 3);
+    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) return PyErr_Format(PyExc_ValueError, "kernel sizes must be odd");
+    npy_intp wshape[2] = {-1, (npy_intp)C * kh * kw};
+    PyArrayObject *Wt = want_array(Wo, "W", NPY_FLOAT32, 2, wshape);
+    if (!Wt) return NULL;
+    int F = (int)PyArray_DIM(Wt, 0);
+    npy_intp zshape[4] = {B, F, H, W};
+    PyArrayObject *dz = want_array(dzo, "dz", NPY_FLOAT32, 4, zshape);
+    if (!dz) return NULL;
+    npy_intp wdims[2] = {F, (npy_intp)C * kh * kw}, bdims[1] = {F};
+    PyObject *dx = PyArray_SimpleNew(4, PyArray_DIMS(x), NPY_FLOAT32);
+    PyObject *dW = PyArray_SimpleNew(2, wdims, NPY_FLOAT32);
+    PyObject *db = PyArray_SimpleNew(1, bdims, NPY_FLOAT32);
+    int nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
+    float *cols = malloc((size_t)nb * C * kh * kw * H * W * sizeof(float) + 1);
+    float *tmp = malloc((size_t)nb * F * H * W * sizeof(float) + 1);
+    PyObject *result = NULL;
+    if (dx && dW && db && cols && tmp) {
+        den_conv_backward(PyArray_DATA((PyArrayObject *)dx), PyArray_DATA((PyArrayObject *)dW),
+                          PyArray_DATA((PyArrayObject *)db), cols, tmp, PyArray_DATA(dz), PyArray_DATA(x),
+                          PyArray_DATA(Wt), B, C, H, W, F, kh, kw, C * kh * kw);
+        result = PyTuple_Pack(3, dx, dW, db);
+    } else {
+        PyErr_NoMemory();
+    }
+    Py_XDECREF(dx);
+    Py_XDECREF(dW);
+    Py_XDECREF(db);
+    free(cols);
+    free(tmp);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"_conv2d", (PyCFunction)(void (*)(void))mod_conv2d, METH_VARARGS | METH_KEYWORDS,
      "_conv2d(x (B,C,H,W), W (F, C*kh*kw), b (F,), kh, kw, naive=False) -> (B,F,H,W): test hook"},
+    {"_conv2d_backward", mod_conv2d_backward, METH_VARARGS,
+     "_conv2d_backward(dz (B,F,H,W), x (B,C,H,W), W (F, C*kh*kw), kh, kw) -> (dx, dW, db): test hook"},
     {"set_num_threads", mod_set_num_threads, METH_O, "set_num_threads(n): threads of the BLAS pool den uses."},
     {"get_num_threads", mod_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"blas_info", mod_blas_info, METH_NOARGS, "blas_info() -> dict(corename, config, num_threads)"},
@@ -1535,6 +1577,11 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&NetType);
     if (PyModule_AddObject(m, "Net", (PyObject *)&NetType) < 0) {
         Py_DECREF(&NetType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* the im2col budget (conv.h), for the working-memory formula in benchmarks/cnn_throughput.py */
+    if (PyModule_AddIntConstant(m, "CONV_COLS_FLOATS", DEN_CONV_COLS_FLOATS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

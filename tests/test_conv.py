@@ -29,8 +29,19 @@ def image_data(n, kind, k, shape=SHAPE, seed=0):
     return X, np.eye(k, dtype=np.float32)[y]
 
 
-@pytest.mark.parametrize("B,C,H,W,F,kh,kw", [(2, 1, 5, 5, 2, 3, 3), (3, 3, 8, 6, 4, 5, 5), (1, 2, 4, 7, 3, 1, 1),
-                                             (2, 4, 3, 3, 5, 5, 3), (1, 1, 1, 1, 1, 3, 3)])
+# Small maps, rectangular maps and kernels, kernels larger than the map, 1x1, and batches lowered
+# in several GEMMs: one sample per GEMM, and two per GEMM with a remainder of one.
+CONV_SHAPES = [(2, 1, 5, 5, 2, 3, 3), (3, 3, 8, 6, 4, 5, 5), (1, 2, 4, 7, 3, 1, 1), (2, 4, 3, 3, 5, 5, 3),
+               (1, 1, 1, 1, 1, 3, 3), (2, 3, 2, 9, 2, 3, 7), (3, 64, 64, 64, 2, 5, 5), (3, 4, 64, 64, 3, 5, 5)]
+
+
+def test_large_shapes_are_lowered_in_several_gemms():
+    per_sample = lambda C, H, W, kh, kw: C * kh * kw * H * W  # noqa: E731
+    assert _core.CONV_COLS_FLOATS // per_sample(64, 64, 64, 5, 5) == 0
+    assert _core.CONV_COLS_FLOATS // per_sample(4, 64, 64, 5, 5) == 2
+
+
+@pytest.mark.parametrize("B,C,H,W,F,kh,kw", CONV_SHAPES)
 def test_gemm_convolution_matches_naive_and_numpy(B, C, H, W, F, kh, kw):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, C, H, W)).astype(np.float32)
@@ -39,8 +50,23 @@ def test_gemm_convolution_matches_naive_and_numpy(B, C, H, W, F, kh, kw):
     fast = _core._conv2d(x, Wt, b, kh, kw)
     naive = _core._conv2d(x, Wt, b, kh, kw, naive=True)
     ref = twin.conv2d(x.astype(np.float64), Wt.astype(np.float64), b.astype(np.float64), kh, kw)
-    np.testing.assert_allclose(naive, ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+    atol = 1e-5 * np.sqrt(C * kh * kw)  # float32 sums of that many terms
+    np.testing.assert_allclose(naive, ref, rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=atol)
+
+
+@pytest.mark.parametrize("B,C,H,W,F,kh,kw", CONV_SHAPES)
+def test_gemm_convolution_backward_matches_numpy(B, C, H, W, F, kh, kw):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, C, H, W)).astype(np.float32)
+    Wt = rng.standard_normal((F, C * kh * kw)).astype(np.float32)
+    dz = rng.standard_normal((B, F, H, W)).astype(np.float32)
+    dx, dW, db = _core._conv2d_backward(dz, x, Wt, kh, kw)
+    rdx, rdW, rdb = twin.conv2d_backward(dz.astype(np.float64), x.astype(np.float64), Wt.astype(np.float64), kh, kw)
+    scale = np.sqrt(C * kh * kw * B * H * W)  # float32 sums of that many terms
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(dW, rdW, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(db, rdb, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_conv_hook_rejects_bad_shapes():
