@@ -548,7 +548,7 @@ def report(doc):
         "Workers ran with %s." % (doc["batch"], ", ".join("n = %d for %s" % (doc["n"][a], a) for a in doc["archs"]),
                                   doc["repeats"], ", ".join("%s=%s" % kv for kv in WORKER_ENV.items())),
         "- GEMM work per image in one training step: %s." % ", ".join(
-            "%s %.3f GFLOP" % kv for kv in doc["gemm_gflop_per_image"].items()),
+            "%s %.4g GFLOP" % kv for kv in doc["gemm_gflop_per_image"].items()),
         "- Other processes on the machine took %.0f%% of one core during the run%s." % (
             100 * doc["other_load"], " (**too busy: its 2-thread numbers are unreliable**)" if doc["other_load"] > 0.1 else ""),
         "", markdown_table(*kernels(doc["passes"])),
