@@ -47,7 +47,8 @@ How
 
 den's working memory for one training call at batch B is computed from the layout that
 csrc/model.h (den_data) and csrc/conv.h describe, which is train.c's work_layout: see
-working_memory().
+working_memory(); the den worker reads what the core really allocated (Net.workspace_bytes
+after one training call) and the benchmark stops if the two differ by more than MEMORY_SLACK.
 
 Output: a table on stdout, JSON at --out, and (not with --quick) the command, date, machine,
 libraries, results and working memory in the CNN throughput section of benchmarks/README.md.
@@ -382,10 +383,15 @@ def worker_den(args):
         row["gemm_s"] = gemm_seconds(sgemm, ARCHS[row["arch"]], row["batch"])
         log("  bound %s T=%d B=%d %8.0f samples/s" % (row["arch"], row["threads"], row["batch"],
                                                        row["batch"] / row["gemm_s"]))
+    workspace = {}  # what the core allocates for one training call, against working_memory()
+    for arch in args.archs:
+        net, (X, y) = den_net(ARCHS[arch]), make_data(args.batch)
+        net.train([(X, y, 0)], epochs=1, batch_size=args.batch, lr=LR)
+        workspace[arch] = net.workspace_bytes
     path = linked_library(_core.__file__, "libopenblas")
     lib = next((b for b in blas_libraries() if path and os.path.realpath(b["filepath"]) == path), {})
     info = dict(den.blas_info(), library=path, version=lib.get("version"), architecture=lib.get("architecture"))
-    return {"blas": info, "results": rows}
+    return {"blas": info, "results": rows, "workspace_bytes": workspace}
 
 
 def worker_torch(args):
@@ -521,19 +527,30 @@ def kernels(runs):
     return ["pass", "environment", "den", "torch", "check (largest errors)"], rows
 
 
-def memory(batch, archs):
-    """{arch: working_memory} and the markdown table of it."""
+# What the core may allocate beyond working_memory(): alignment padding (under 64 B for each of
+# the few dozen buffers) and the per-layer pointer arrays. Seen: 320-552 B.
+MEMORY_SLACK = 4096
+
+
+def memory(batch, archs, allocated):
+    """{arch: working_memory} and the markdown table of it, with the bytes the core allocated
+    (`allocated`, {arch: Net.workspace_bytes}); stops the benchmark if the formula is off."""
     mib = lambda b: "%.1f MiB" % (b / 2**20)  # noqa: E731
     mem = {a: dict(working_memory(ARCHS[a], batch), parameters=n_parameters(ARCHS[a])) for a in archs}
     rows = []
     for a, m in mem.items():
+        extra = allocated[a] - m["total"]
+        if not 0 <= extra <= MEMORY_SLACK:
+            raise SystemExit("working memory of %s at batch %d: the core allocated %d B, the formula (csrc/model.h, "
+                             "working_memory) gives %d B" % (a, batch, allocated[a], m["total"]))
         per_row = sum(v for k, v in m.items() if k in ("input", "layer outputs", "pre-pooling maps", "pooling argmax",
                                                         "gradient rows", "head rows"))
-        rows.append([a, batch, mib(m["total"]), mib(per_row), mib(m["im2col columns"]), mib(m["conv GEMM result"]),
-                     mib(m["pre-pooling gradient"]), ",".join(map(str, m["samples_per_gemm"])),
-                     "{:,}".format(m["parameters"]), mib(16 * m["parameters"])])
-    header = ["arch", "batch", "workspace", "per-row buffers", "im2col", "GEMM result", "pre-pool gradient",
-              "samples per GEMM", "parameters", "W + grad + Adam m, v"]
+        rows.append([a, batch, mib(m["total"]), "%s (+%d B)" % (mib(allocated[a]), extra), mib(per_row),
+                     mib(m["im2col columns"]), mib(m["conv GEMM result"]), mib(m["pre-pooling gradient"]),
+                     ",".join(map(str, m["samples_per_gemm"])), "{:,}".format(m["parameters"]),
+                     mib(16 * m["parameters"])])
+    header = ["arch", "batch", "workspace (formula)", "allocated by the core", "per-row buffers", "im2col",
+              "GEMM result", "pre-pool gradient", "samples per GEMM", "parameters", "W + grad + Adam m, v"]
     return mem, (header, rows)
 
 
@@ -555,8 +572,9 @@ def report(doc):
         "", markdown_table(*table(doc["passes"])),
         "", markdown_table(["pass", "target", "measured", "met"],
                            [[p, t, v, "yes" if ok else "**no**"] for p, t, v, ok in doc["targets"]]),
-        "", "den's working memory for one training call (allocated once per call; csrc/model.h, csrc/conv.h), "
-            "and the gathered model's parameters, gradients and Adam moments (16 B per parameter):",
+        "", "den's working memory for one training call (allocated once per call): the formula of csrc/model.h "
+            "and csrc/conv.h, checked against what the core allocated (`Net.workspace_bytes`); and the gathered "
+            "model's parameters, gradients and Adam moments (16 B per parameter):",
         "", markdown_table(*doc["memory_table"]),
     ]
     return "\n".join(lines)
@@ -573,8 +591,9 @@ OpenBLAS variables). Before timing, a check worker builds both networks from the
 and requires den's loss, weight gradients and weights after one full-batch Adam step to match
 PyTorch's (tolerances and why: `TOLERANCE` in the script). The target is den at least as fast
 as PyTorch. The GEMM bound is the speed den would reach if its training step were nothing but
-its sgemm calls (each timed alone on den's OpenBLAS, same threads). The last table gives den's working memory per training call, from the layout that
-`csrc/model.h` and `csrc/conv.h` describe. See the script's docstring for details.
+its sgemm calls (each timed alone on den's OpenBLAS, same threads). The last table gives den's
+working memory per training call, from the formula that `csrc/model.h` and `csrc/conv.h` state,
+checked against what the core allocated. See the script's docstring for details.
 """
 
 
@@ -610,12 +629,12 @@ def main(argv=None):
     doc = {"command": command_line(), "date": today(), "machine": machine(), "den_revision": git_revision(),
            "archs": args.archs, "n": {a: args.n[a] for a in args.archs}, "batch": args.batch,
            "threads": args.threads, "repeats": args.repeats}
-    mem, doc["memory_table"] = memory(args.batch, args.archs)
     doc["gemm_gflop_per_image"] = {a: gemm_flops(ARCHS[a], args.batch) / args.batch / 1e9 for a in args.archs}
-    doc["working_memory"] = mem
     if os.getloadavg()[0] > 0.5:
         log("warning: load average %.2f: other processes are running, timings will be noisy" % os.getloadavg()[0])
     doc["passes"] = run_rounds(args)
+    allocated = next(iter(doc["passes"].values()))["den"]["workspace_bytes"]
+    doc["working_memory"], doc["memory_table"] = memory(args.batch, args.archs, allocated)
     doc["other_load"] = other_load(doc["passes"])
     doc["targets"] = targets(doc["passes"])
     torch_doc = next(iter(doc["passes"].values()))["torch"]

@@ -52,6 +52,7 @@ typedef struct {
     int training;                /* gradients and optimizer state exist */
     int use_stamps;              /* each head reads only units with stamp <= its task */
     int *widths;                 /* (n_heads, n_layers) units of each layer each head uses */
+    int64_t work_bytes;          /* working memory the last den_model_train call allocated */
     void *mem;
 } den_model;
 
@@ -91,7 +92,9 @@ den_status den_model_scatter(const den_model *m, den_net *net, int grads);
  *   nb = den_conv_samples_per_gemm (conv.h: the columns stay within 4 MiB)
  * + the model itself: parameters, gradients and two optimizer moments (4x the gathered
  *   weights), plus masks and anchors when the stage uses them.
- * benchmarks/cnn_throughput.py evaluates this for the LeNet and AlexNet trunks. */
+ * Net.workspace_bytes reports the workspace (all but the model itself) the last train() call
+ * allocated; benchmarks/cnn_throughput.py
+ * evaluates the formula for the LeNet and AlexNet trunks and checks it against that. */
 typedef struct {
     const float *X;        /* (n, n_features), row-major */
     int64_t n;

@@ -58,6 +58,7 @@ typedef struct {
     PyObject_HEAD
     den_net *net;
     int busy; /* set (with the GIL held) while a call works on the net without the GIL */
+    long long workspace_bytes; /* working memory of the last train() call (model.h's formula) */
 } NetObject;
 
 static PyTypeObject NetType;
@@ -80,6 +81,7 @@ static NetObject *wrap_net(den_net *net) {
     }
     o->net = net;
     o->busy = 0;
+    o->workspace_bytes = 0;
     return o;
 }
 
@@ -411,6 +413,10 @@ static PyObject *Net_clone(NetObject *self, PyObject *Py_UNUSED(ignored)) {
 static PyObject *Net_get_n_input(NetObject *self, void *c) { (void)c; return PyLong_FromLong(self->net->n_input); }
 static PyObject *Net_get_n_layers(NetObject *self, void *c) { (void)c; return PyLong_FromLong(self->net->n_layers); }
 static PyObject *Net_get_n_heads(NetObject *self, void *c) { (void)c; return PyLong_FromLong(self->net->n_heads); }
+static PyObject *Net_get_workspace_bytes(NetObject *self, void *c) {
+    (void)c;
+    return PyLong_FromLongLong(self->workspace_bytes);
+}
 static PyObject *Net_get_widths(NetObject *self, void *c) {
     (void)c;
     PyObject *t = PyTuple_New(self->net->n_layers);
@@ -1159,6 +1165,7 @@ static PyObject *Net_train(NetObject *self, PyObject *args, PyObject *kwds) {
     pctx.ts = PyEval_SaveThread();
     s = den_model_gather(&m, net, &g);
     if (s == DEN_OK) s = den_model_train(m, data, (int)nd, &cfg, &loss);
+    if (s == DEN_OK) self->workspace_bytes = m->work_bytes;
     if (s == DEN_OK) s = den_model_scatter(m, net, 0);
     PyEval_RestoreThread(pctx.ts);
     if (anchor && anchor != self) anchor->busy = 0;
@@ -1436,6 +1443,9 @@ static PyGetSetDef Net_getset[] = {
     {"n_layers", (getter)Net_get_n_layers, NULL, "hidden layers", NULL},
     {"n_heads", (getter)Net_get_n_heads, NULL, "heads", NULL},
     {"widths", (getter)Net_get_widths, NULL, "units per hidden layer", NULL},
+    {"workspace_bytes", (getter)Net_get_workspace_bytes, NULL,
+     "bytes of working memory the last train() call allocated (0 before any); csrc/model.h gives the formula",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -36,6 +36,7 @@ typedef struct {
     float *ftmp;      /* Fisher only: one conv layer's per-sample weight gradient */
     int64_t *rows;    /* (B) sample indices of the batch */
     void *mem;
+    int64_t bytes;    /* size of mem */
 } work;
 
 static void work_free(work *w) {
@@ -118,7 +119,8 @@ static den_status work_new(work *w, const den_model *m, int B, int fisher) {
     memset(w, 0, sizeof *w);
     den_arena a = {NULL, 0};
     work_layout(w, &a, m, B, fisher);
-    w->mem = malloc(a.used + 64);
+    w->bytes = (int64_t)a.used + 64;
+    w->mem = malloc((size_t)w->bytes);
     if (!w->mem) return DEN_ENOMEM;
     a = (den_arena){(char *)(((uintptr_t)w->mem + 63) & ~(uintptr_t)63), 0};
     work_layout(w, &a, m, B, fisher);
@@ -311,6 +313,7 @@ den_status den_model_train(den_model *m, const den_data *data, int n_data, const
     int B = cfg->batch_size < longest ? cfg->batch_size : (int)longest;
     work w;
     DEN_TRY(work_new(&w, m, B, 0));
+    m->work_bytes = w.bytes;
     int64_t **order = calloc((size_t)n_data, sizeof *order);
     int64_t *pos = calloc((size_t)n_data, sizeof *pos);
     den_status st = (order && pos) ? DEN_OK : DEN_ENOMEM;

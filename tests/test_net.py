@@ -244,3 +244,22 @@ def test_nonzero_counts_the_parameters_a_task_uses():
     s = net.get_state()
     whole = sum(int((l["W"] != 0).sum() + (l["b"] != 0).sum()) for l in s["layers"] + s["heads"])
     assert net.nonzero() == whole
+
+
+def test_workspace_bytes_follow_the_formula_of_model_h():
+    # per minibatch row (csrc/model.h): the input, every layer's output, two gradient rows of the
+    # widest layer, four rows of the widest head, a class id (int32) and a sample index (int64)
+    n_in, widths, k = 20, [12, 8], 3
+    net = _core.Net(n_in, widths, seed=0)
+    net.add_head("softmax", k, 0)
+    assert net.workspace_bytes == 0
+    used = {}
+    for B in (64, 128):
+        X = np.random.default_rng(0).random((B, n_in), dtype=np.float32)
+        net.train([(X, np.zeros(B, np.int32), 0)], epochs=1, batch_size=B, lr=1e-3)
+        used[B] = net.workspace_bytes
+    per_row = 4 * (n_in + sum(widths) + 2 * max(widths) + 4 * k) + 4 + 8
+    # alignment of a few dozen buffers spread over 64 rows, and the one-float floor of the
+    # pre-pooling gradient row that a net without conv layers still gets: under 32 B a row,
+    # less than any buffer the formula could miss (the smallest row here is 12 floats)
+    assert abs((used[128] - used[64]) / 64 - per_row) < 32
