@@ -93,8 +93,8 @@ den_status den_model_scatter(const den_model *m, den_net *net, int grads);
  * + the model itself: parameters, gradients and two optimizer moments (4x the gathered
  *   weights), plus masks and anchors when the stage uses them.
  * Net.workspace_bytes reports the workspace (all but the model itself) the last train() call
- * allocated; benchmarks/cnn_throughput.py
- * evaluates the formula for the LeNet and AlexNet trunks and checks it against that. */
+ * allocated; benchmarks/cnn_throughput.py evaluates the formula for the LeNet and AlexNet
+ * trunks and checks it against that. */
 typedef struct {
     const float *X;        /* (n, n_features), row-major */
     int64_t n;
