@@ -187,7 +187,8 @@ def report(results, args):
              "(everything else: the models' defaults). "
              "AUROC is the mean over tasks of the test AUROC after the last task (macro over outputs); "
              "capacity is the model's nonzero parameters over those of one base network (trunk and one head); "
-             "± is the standard deviation over seeds.", ""]
+             "± is the standard deviation over seeds. Cached runs (benchmarks/out/reproduce/) are reused when their "
+             "settings match the ones above, so some may come from earlier revisions than this file's.", ""]
     for dataset, rs in results.items():
         rows_by_model = summarize(rs)
         paper_name, paper = PAPER.get(dataset, (None, {}))
