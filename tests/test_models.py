@@ -244,19 +244,3 @@ def test_source_tree_without_core_says_what_to_do(tmp_path):
     assert proc.returncode != 0
     assert "den._core" in proc.stderr and "build_ext --inplace" in proc.stderr and str(tmp_path) in proc.stderr
 
-
-def test_readme_python_example_runs(tmp_path, monkeypatch):
-    # the 60-second example in README.md must keep working as the API evolves
-    import re
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks, "README.md has no python example"
-    monkeypatch.chdir(tmp_path)
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
-    assert (tmp_path / "m.den").exists()

@@ -1,4 +1,6 @@
-"""The notebooks run top to bottom on a fresh Jupyter kernel and show what they claim.
+"""The documentation's code runs: README's Python example, and the notebooks top to bottom on a
+fresh Jupyter kernel, showing what they claim. (Not part of .ci/sanitize: matplotlib's own
+extensions do not load under AddressSanitizer.)
 
 Each notebook is executed with nbclient on the "python3" kernel (jupyter_client starts it with
 this interpreter), in a temporary working directory, so that nothing is written into the
@@ -116,3 +118,17 @@ def test_reproduce(tmp_path):
     assert _images(nb) >= (3 if has_fashion else 2)
     assert "reproduce checks passed" in _text(cells[-1])
     assert list(tmp_path.iterdir()) == [], "the notebook should write only into temporary folders"
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    # the 60-second example in README.md must keep working as the API evolves
+    import matplotlib
+
+    matplotlib.use("Agg")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README.md has no python example"
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "m.den").exists()
