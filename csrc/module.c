@@ -1485,42 +1485,64 @@ static PyObject *mod_blas_info(PyObject *m, PyObject *Py_UNUSED(ignored)) {
 
 /* Test hooks: the GEMM convolution and its naive reference on the same arrays, and the GEMM
  * backward, so the tests can hold them against each other and against NumPy. */
+typedef struct {
+    PyArrayObject *x, *Wt; /* borrowed */
+    int B, C, H, W, F, kh, kw;
+    float *cols, *tmp;     /* the lowering's scratch (conv.h), owned */
+} conv_hook;
+
+/* Check x (B,C,H,W), W (F, C*kh*kw) and the kernel size, and allocate the scratch. Returns 0,
+ * or -1 with an exception set and nothing to free. */
+static int conv_hook_start(conv_hook *c, PyObject *xo, PyObject *Wo, int kh, int kw) {
+    memset(c, 0, sizeof *c);
+    c->x = want_array(xo, "x", NPY_FLOAT32, 4, NULL);
+    if (!c->x) return -1;
+    c->B = (int)PyArray_DIM(c->x, 0), c->C = (int)PyArray_DIM(c->x, 1);
+    c->H = (int)PyArray_DIM(c->x, 2), c->W = (int)PyArray_DIM(c->x, 3);
+    c->kh = kh, c->kw = kw;
+    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) {
+        PyErr_SetString(PyExc_ValueError, "kernel sizes must be odd");
+        return -1;
+    }
+    npy_intp wshape[2] = {-1, (npy_intp)c->C * kh * kw};
+    c->Wt = want_array(Wo, "W", NPY_FLOAT32, 2, wshape);
+    if (!c->Wt) return -1;
+    c->F = (int)PyArray_DIM(c->Wt, 0);
+    int nb = den_conv_samples_per_gemm(c->B, c->C, c->H, c->W, kh, kw);
+    c->cols = malloc((size_t)nb * c->C * kh * kw * c->H * c->W * sizeof(float) + 1);
+    c->tmp = malloc((size_t)nb * c->F * c->H * c->W * sizeof(float) + 1);
+    if (!c->cols || !c->tmp) {
+        free(c->cols);
+        free(c->tmp);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void conv_hook_end(conv_hook *c) {
+    free(c->cols);
+    free(c->tmp);
+}
+
 static PyObject *mod_conv2d(PyObject *m, PyObject *args, PyObject *kwds) {
     (void)m;
     static char *kwlist[] = {"x", "W", "b", "kh", "kw", "naive", NULL};
     PyObject *xo, *Wo, *bo;
     int kh, kw, naive = 0;
+    conv_hook c;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii|p", kwlist, &xo, &Wo, &bo, &kh, &kw, &naive)) return NULL;
-    PyArrayObject *x = want_array(xo, "x", NPY_FLOAT32, 4, NULL);
-    if (!x) return NULL;
-    int B = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1), H = (int)PyArray_DIM(x, 2), W = (int)PyArray_DIM(x, 3);
-    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) return PyErr_Format(PyExc_ValueError, "kernel sizes must be odd");
-    npy_intp wshape[2] = {-1, (npy_intp)C * kh * kw};
-    PyArrayObject *Wt = want_array(Wo, "W", NPY_FLOAT32, 2, wshape);
-    if (!Wt) return NULL;
-    int F = (int)PyArray_DIM(Wt, 0);
-    npy_intp bshape[1] = {F};
+    if (conv_hook_start(&c, xo, Wo, kh, kw) < 0) return NULL;
+    npy_intp bshape[1] = {c.F}, dims[4] = {c.B, c.F, c.H, c.W};
     PyArrayObject *b = want_array(bo, "b", NPY_FLOAT32, 1, bshape);
-    if (!b) return NULL;
-    npy_intp dims[4] = {B, F, H, W};
-    PyObject *out = PyArray_SimpleNew(4, dims, NPY_FLOAT32);
-    int nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
-    float *cols = malloc((size_t)nb * C * kh * kw * H * W * sizeof(float) + 1);
-    float *tmp = malloc((size_t)nb * F * H * W * sizeof(float) + 1);
-    if (!out || !cols || !tmp) {
-        Py_XDECREF(out);
-        free(cols);
-        free(tmp);
-        return PyErr_NoMemory();
-    }
-    if (naive)
-        den_conv_forward_naive(PyArray_DATA((PyArrayObject *)out), PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C, H,
-                               W, F, kh, kw, C * kh * kw);
-    else
-        den_conv_forward(PyArray_DATA((PyArrayObject *)out), cols, tmp, PyArray_DATA(x), PyArray_DATA(Wt), PyArray_DATA(b), B, C,
-                         H, W, F, kh, kw, C * kh * kw, 0);
-    free(cols);
-    free(tmp);
+    PyObject *out = b ? PyArray_SimpleNew(4, dims, NPY_FLOAT32) : NULL;
+    if (out && naive)
+        den_conv_forward_naive(PyArray_DATA((PyArrayObject *)out), PyArray_DATA(c.x), PyArray_DATA(c.Wt), PyArray_DATA(b),
+                               c.B, c.C, c.H, c.W, c.F, kh, kw, c.C * kh * kw);
+    else if (out)
+        den_conv_forward(PyArray_DATA((PyArrayObject *)out), c.cols, c.tmp, PyArray_DATA(c.x), PyArray_DATA(c.Wt),
+                         PyArray_DATA(b), c.B, c.C, c.H, c.W, c.F, kh, kw, c.C * kh * kw, 0);
+    conv_hook_end(&c);
     return out;
 }
 
@@ -1528,39 +1550,27 @@ static PyObject *mod_conv2d_backward(PyObject *m, PyObject *args) {
     (void)m;
     PyObject *dzo, *xo, *Wo;
     int kh, kw;
+    conv_hook c;
     if (!PyArg_ParseTuple(args, "OOOii", &dzo, &xo, &Wo, &kh, &kw)) return NULL;
-    PyArrayObject *x = want_array(xo, "x", NPY_FLOAT32, 4, NULL);
-    if (!x) return NULL;
-    int B = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1), H = (int)PyArray_DIM(x, 2), W = (int)PyArray_DIM(x, 3);
-    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) return PyErr_Format(PyExc_ValueError, "kernel sizes must be odd");
-    npy_intp wshape[2] = {-1, (npy_intp)C * kh * kw};
-    PyArrayObject *Wt = want_array(Wo, "W", NPY_FLOAT32, 2, wshape);
-    if (!Wt) return NULL;
-    int F = (int)PyArray_DIM(Wt, 0);
-    npy_intp zshape[4] = {B, F, H, W};
+    if (conv_hook_start(&c, xo, Wo, kh, kw) < 0) return NULL;
+    npy_intp zshape[4] = {c.B, c.F, c.H, c.W}, wdims[2] = {c.F, (npy_intp)c.C * kh * kw}, bdims[1] = {c.F};
     PyArrayObject *dz = want_array(dzo, "dz", NPY_FLOAT32, 4, zshape);
-    if (!dz) return NULL;
-    npy_intp wdims[2] = {F, (npy_intp)C * kh * kw}, bdims[1] = {F};
-    PyObject *dx = PyArray_SimpleNew(4, PyArray_DIMS(x), NPY_FLOAT32);
-    PyObject *dW = PyArray_SimpleNew(2, wdims, NPY_FLOAT32);
-    PyObject *db = PyArray_SimpleNew(1, bdims, NPY_FLOAT32);
-    int nb = den_conv_samples_per_gemm(B, C, H, W, kh, kw);
-    float *cols = malloc((size_t)nb * C * kh * kw * H * W * sizeof(float) + 1);
-    float *tmp = malloc((size_t)nb * F * H * W * sizeof(float) + 1);
-    PyObject *result = NULL;
-    if (dx && dW && db && cols && tmp) {
+    PyObject *dx = NULL, *dW = NULL, *db = NULL, *result = NULL;
+    if (dz) {
+        dx = PyArray_SimpleNew(4, PyArray_DIMS(c.x), NPY_FLOAT32);
+        dW = PyArray_SimpleNew(2, wdims, NPY_FLOAT32);
+        db = PyArray_SimpleNew(1, bdims, NPY_FLOAT32);
+    }
+    if (dx && dW && db) {
         den_conv_backward(PyArray_DATA((PyArrayObject *)dx), PyArray_DATA((PyArrayObject *)dW),
-                          PyArray_DATA((PyArrayObject *)db), cols, tmp, PyArray_DATA(dz), PyArray_DATA(x),
-                          PyArray_DATA(Wt), B, C, H, W, F, kh, kw, C * kh * kw);
+                          PyArray_DATA((PyArrayObject *)db), c.cols, c.tmp, PyArray_DATA(dz), PyArray_DATA(c.x),
+                          PyArray_DATA(c.Wt), c.B, c.C, c.H, c.W, c.F, kh, kw, c.C * kh * kw);
         result = PyTuple_Pack(3, dx, dW, db);
-    } else {
-        PyErr_NoMemory();
     }
     Py_XDECREF(dx);
     Py_XDECREF(dW);
     Py_XDECREF(db);
-    free(cols);
-    free(tmp);
+    conv_hook_end(&c);
     return result;
 }
 
