@@ -11,15 +11,17 @@ den.Progressive. Threads: den.set_num_threads(n) sets the one BLAS thread pool d
 (OPENBLAS_NUM_THREADS sets it at start-up).
 """
 
-import os as _os
+from pathlib import Path as _Path
 
 try:
     from . import _core
 except ImportError as _e:
-    # The usual cause: Python found the source checkout (the current directory comes first on
-    # sys.path) instead of the installed package, and the checkout has no compiled core.
+    if any(_Path(__file__).parent.glob("_core*")):
+        raise  # a core is there but does not load (e.g. its OpenBLAS is gone): say so as it is
+    # Python found the source checkout (the current directory comes first on sys.path) instead
+    # of the installed package, and the checkout has no compiled core.
     raise ImportError(
-        f"den's compiled core (den._core) is missing from {_os.path.dirname(__file__)}. If that is a "
+        f"den's compiled core (den._core) is missing from {_Path(__file__).parent}. If that is a "
         "source checkout you are running from, either use the installed package from another "
         "directory (or the `den` command that `pip install .` puts on PATH), or build the core in "
         "place with `python setup.py build_ext --inplace`."

@@ -232,6 +232,7 @@ def test_module_entry_point_runs_in_a_child(tmp_path):
 
 def test_source_tree_without_core_says_what_to_do(tmp_path):
     # `python -m den` from a fresh checkout imports the checkout, which has no compiled core
+    import os
     import shutil
     import subprocess
     import sys
@@ -240,7 +241,13 @@ def test_source_tree_without_core_says_what_to_do(tmp_path):
     src = Path(den.__file__).parent
     shutil.copytree(src, tmp_path / "den", ignore=shutil.ignore_patterns("_core*", "__pycache__"))
     proc = subprocess.run([sys.executable, "-c", "import den"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+                          timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode != 0
     assert "den._core" in proc.stderr and "build_ext --inplace" in proc.stderr and str(tmp_path) in proc.stderr
-
+    # a core that is there but cannot load keeps its own error, not the advice above
+    core = next(src.glob("_core*"))
+    (tmp_path / "den" / core.name).write_bytes(b"not a shared library")
+    proc = subprocess.run([sys.executable, "-c", "import den"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "build_ext --inplace" not in proc.stderr
